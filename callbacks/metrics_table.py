@@ -1,0 +1,90 @@
+"""One row per epoch of the project's metric keys: ``metrics.csv`` in the run folder and a summary log line.
+
+A LoggerDestination, so it sees exactly what every other destination (console, W&B) is sent. Rows are
+written at EPOCH_CHECKPOINT, after the epoch's evaluation. On resume, rows past the checkpoint's epoch (an
+epoch that ran again after a crash) are dropped, so each epoch appears once.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from composer.core import State
+from composer.loggers import Logger, LoggerDestination
+from composer.utils import dist
+
+METRIC_KEYS = ("train/loss", "train/acc1", "train/acc5", "train/lr", "val/loss", "val/acc1", "val/acc5")
+COLUMNS = ("epoch", *METRIC_KEYS)
+
+log = logging.getLogger("rsb_composer.metrics")
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def format_metrics(values: dict[str, Any]) -> str:
+    return " ".join(f"{key}={values[key]:.4g}" for key in METRIC_KEYS if key in values)
+
+
+class MetricsTable(LoggerDestination):
+    def __init__(self, csv_path: str | Path):
+        self.csv_path = Path(csv_path)
+        self.latest: dict[str, float] = {}
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        for key, value in metrics.items():
+            if key in METRIC_KEYS:
+                self.latest[key] = float(value)
+
+    def fit_start(self, state: State, logger: Logger) -> None:
+        if dist.get_global_rank() != 0:
+            return
+        done = int(state.timestamp.epoch)
+        rows = [row for row in read_rows(self.csv_path) if float(row["epoch"]) <= done]
+        self._write(rows)
+
+    def epoch_checkpoint(self, state: State, logger: Logger) -> None:
+        self._emit(float(state.timestamp.epoch), state)
+
+    def fit_end(self, state: State, logger: Logger) -> None:
+        # A max_duration in batches can end mid-epoch; its final evaluation still deserves a row.
+        if any(key.startswith("val/") for key in self.latest) and int(state.timestamp.batch_in_epoch) > 0:
+            steps = state.dataloader_len
+            fraction = int(state.timestamp.batch_in_epoch) / int(steps) if steps else 0.0
+            self._emit(float(state.timestamp.epoch) + fraction, state)
+
+    def _emit(self, epoch: float, state: State) -> None:
+        values = dict(self.latest)
+        epoch_text = str(int(epoch)) if float(epoch).is_integer() else f"{epoch:.3f}"
+        total = state.max_duration
+        log.info("epoch %s%s: %s", epoch_text, f"/{total.value}" if total and total.unit.value == "ep" else "",
+                 format_metrics(values))
+        if dist.get_global_rank() == 0:
+            row = {"epoch": epoch_text, **{k: _fmt(values.get(k)) for k in METRIC_KEYS}}
+            self._write([*read_rows(self.csv_path), row])
+        # val/* belong to one evaluation: an epoch without one must not repeat the previous figures.
+        for key in [k for k in self.latest if k.startswith("val/")]:
+            del self.latest[key]
+
+    def _write(self, rows: list[dict[str, str]]) -> None:
+        self.csv_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.csv_path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+        tmp.replace(self.csv_path)  # atomic: a crash never leaves half a table
+
+
+def _fmt(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.6g}"

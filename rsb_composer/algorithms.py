@@ -1,0 +1,128 @@
+"""YAML toggles -> Composer algorithms.
+
+``algorithms:`` maps an algorithm's name to its constructor arguments: present means on, a null value (or
+``algorithms.NAME=null`` on the command line) means off. With both ``mixup`` and ``cutmix`` on, each batch gets
+exactly one of the two, as in the paper's code (timm's Mixup with switch_prob=0.5); Composer alone would apply
+both to every batch.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any
+
+import numpy as np
+from composer import algorithms as ca
+from composer.core import Algorithm, Event, State
+from composer.loggers import Logger
+
+from rsb_composer.config import ConfigError
+
+# Composer's algorithms that apply to an image classifier, by the names recipes use.
+REGISTRY: dict[str, type[Algorithm]] = {
+    "augmix": ca.AugMix,
+    "blurpool": ca.BlurPool,
+    "channels_last": ca.ChannelsLast,
+    "colout": ca.ColOut,
+    "cutmix": ca.CutMix,
+    "cutout": ca.CutOut,
+    "ema": ca.EMA,
+    "factorize": ca.Factorize,
+    "ghost_batchnorm": ca.GhostBatchNorm,
+    "gradient_clipping": ca.GradientClipping,
+    "label_smoothing": ca.LabelSmoothing,
+    "layer_freezing": ca.LayerFreezing,
+    "mixup": ca.MixUp,
+    "progressive_resizing": ca.ProgressiveResizing,
+    "randaugment": ca.RandAugment,
+    "sam": ca.SAM,
+    "selective_backprop": ca.SelectiveBackprop,
+    "squeeze_excite": ca.SqueezeExcite,
+    "stochastic_depth": ca.StochasticDepth,
+    "swa": ca.SWA,
+    "weight_standardization": ca.WeightStandardization,
+}
+
+# timm's Mixup(switch_prob=0.5), used by the paper's recipes: half the batches get mixup, half cutmix.
+MIXUP_CUTMIX_SWITCH_PROB = 0.5
+
+
+class MixUpOrCutMix(Algorithm):
+    """Per batch, either Composer's MixUp or its CutMix (never both), chosen with ``switch_prob`` for cutmix.
+
+    Both Composer algorithms act on the same events (BEFORE_FORWARD mixes the inputs, BEFORE_LOSS the
+    targets), so the choice made at BEFORE_FORWARD is kept for the rest of the batch's events.
+    """
+
+    def __init__(self, mixup: ca.MixUp, cutmix: ca.CutMix, switch_prob: float = MIXUP_CUTMIX_SWITCH_PROB):
+        if mixup.interpolate_loss != cutmix.interpolate_loss:
+            raise ValueError("mixup and cutmix must agree on interpolate_loss when both are on")
+        self.mixup = mixup
+        self.cutmix = cutmix
+        self.switch_prob = switch_prob
+        self.active: Algorithm = mixup
+
+    def match(self, event: Event, state: State) -> bool:
+        return self.mixup.match(event, state)
+
+    def apply(self, event: Event, state: State, logger: Logger) -> None:
+        if event == Event.BEFORE_FORWARD:
+            # numpy's global RNG, like Composer's own mixing coefficients: seeded and checkpointed by Composer.
+            self.active = self.cutmix if np.random.rand() < self.switch_prob else self.mixup
+        self.active.apply(event, state, logger)
+
+
+def _construct(name: str, kwargs: dict[str, Any]) -> Algorithm:
+    cls = REGISTRY[name]
+    params = inspect.signature(cls.__init__).parameters
+    for arg in kwargs:
+        if arg not in params or arg == "self":
+            valid = [p for p in params if p != "self"]
+            close = difflib.get_close_matches(arg, valid, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; valid arguments: {', '.join(valid) or 'none'}"
+            raise ConfigError(f"unknown argument 'algorithms.{name}.{arg}'{hint}")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError, AssertionError) as err:
+        raise ConfigError(f"algorithms.{name}: {err}") from None
+
+
+def validate_algorithms(section: dict[str, Any]) -> None:
+    """Refuse unknown algorithm names and arguments and values Composer rejects, without building a model."""
+    for name, kwargs in section.items():
+        if name not in REGISTRY:
+            close = difflib.get_close_matches(name, REGISTRY, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ConfigError(f"unknown algorithm 'algorithms.{name}'; {hint}valid: {', '.join(sorted(REGISTRY))}")
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise ConfigError(
+                f"algorithms.{name} must be a mapping of arguments ({{}} for the defaults) or null for off, "
+                f"got {kwargs!r}"
+            )
+    build_algorithms(section)
+
+
+# Applied after the mixing algorithms whatever the YAML order: both act at BEFORE_LOSS, and smoothing the mixed
+# targets smooths both images' labels (as timm's mixup_target does); smoothing first would leave the permuted
+# half of every mixed target unsmoothed.
+_AFTER_MIXING = ("label_smoothing",)
+
+
+def build_algorithms(section: dict[str, Any]) -> list[Algorithm]:
+    """The Composer algorithms switched on in the ``algorithms:`` section, in the order written (label
+    smoothing moved after mixup/cutmix)."""
+    enabled = {name: kwargs or {} for name, kwargs in section.items() if kwargs is not None}
+    enabled = dict(sorted(enabled.items(), key=lambda item: item[0] in _AFTER_MIXING))
+    algorithms: list[Algorithm] = []
+    for name, kwargs in enabled.items():
+        if name == "cutmix" and "mixup" in enabled:
+            continue  # folded into MixUpOrCutMix where mixup stands
+        algorithm = _construct(name, kwargs)
+        if name == "mixup" and "cutmix" in enabled:
+            try:
+                algorithm = MixUpOrCutMix(algorithm, _construct("cutmix", enabled["cutmix"]))
+            except ValueError as err:
+                raise ConfigError(f"algorithms.mixup/cutmix: {err}") from None
+        algorithms.append(algorithm)
+    return algorithms

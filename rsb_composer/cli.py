@@ -1,0 +1,65 @@
+"""The ``rsb-composer`` command: ``train``, ``show-config`` (more subcommands join as features land)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from rsb_composer.config import ConfigError, load_config
+
+
+def _show_config(args: argparse.Namespace) -> int:
+    from rsb_composer.optim import scaled_lr
+
+    config = load_config(args.config, args.overrides)
+    out = config.to_dict()
+    global_batch = config.data.batch_size * args.world_size
+    out["derived"] = {
+        "world_size": args.world_size,
+        "global_batch_size": global_batch,
+        "scaled_lr": scaled_lr(config.optimizer, global_batch),
+    }
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from rsb_composer.train import main as train_main
+
+    return train_main([args.config, *args.overrides])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rsb-composer", description="ResNet strikes back, on MosaicML Composer.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("config", help="recipe YAML, e.g. yamls/a2.yaml")
+        p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optimizer.lr=0.1")
+        return p
+
+    p = with_config("train", "train in this process (for several GPUs use: composer -n N rsb_composer/train.py)")
+    p.set_defaults(func=_train)
+    p = with_config("show-config", "print the resolved configuration as JSON, with global batch and scaled LR")
+    p.add_argument("--world-size", type=int, default=1, help="number of devices (GPUs) in all (default 1)")
+    p.set_defaults(func=_show_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "world_size", 1) < 1:
+        print(f"error: --world-size={args.world_size}: must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""Which device the trainer runs on and the precision it can use there."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device() -> str:
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_precision(requested: str, device: str) -> str:
+    """Composer refuses mixed precision on the CPU; fall back to fp32 there, saying so once."""
+    if device == "cpu" and requested != "fp32":
+        log.warning("precision=%s needs a GPU; training in fp32 on the CPU", requested)
+        return "fp32"
+    return requested

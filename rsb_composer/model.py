@@ -1,0 +1,37 @@
+"""The model: a ComposerClassifier around a torchvision ResNet, with top-1/top-5 accuracy and loss metrics."""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from composer.metrics import CrossEntropy
+from composer.models import ComposerClassifier
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from rsb_composer.config import ModelConfig
+
+
+def accuracy_metrics(num_classes: int) -> dict[str, MulticlassAccuracy]:
+    """Micro-averaged top-1 and top-5 accuracy (top-5 capped at the class count), as fractions in [0, 1]."""
+    return {
+        "acc1": MulticlassAccuracy(num_classes=num_classes, top_k=1, average="micro"),
+        "acc5": MulticlassAccuracy(num_classes=num_classes, top_k=min(5, num_classes), average="micro"),
+    }
+
+
+def build_model(cfg: ModelConfig, num_classes: int) -> ComposerClassifier:
+    module = torchvision.models.get_model(
+        cfg.arch, weights=None, num_classes=num_classes, zero_init_residual=cfg.zero_init_residual
+    )
+    val_metrics = MetricCollection({**accuracy_metrics(num_classes), "loss": CrossEntropy()})
+    # Train metrics are computed by callbacks.metrics against each batch's original labels (mixing algorithms
+    # replace the targets before the loss), so the classifier keeps none of its own.
+    model = ComposerClassifier(
+        module, num_classes=num_classes, train_metrics=MetricCollection({}), val_metrics=val_metrics
+    )
+    return model
+
+
+def convert_sync_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -1,0 +1,143 @@
+"""Train a ResNet with Composer from a recipe YAML.
+
+    composer -n 4 rsb_composer/train.py yamls/a2.yaml data.path=/fsx/imagenet
+    python rsb_composer/train.py yamls/quickstart.yaml          # one process
+
+Rerunning the same command resumes the run from ``run_dir/checkpoints``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Run as a script, Python puts this file's folder first on sys.path, where rsb_composer's modules (data,
+# config, ...) would shadow top-level packages of the same name. Everything is imported absolutely instead.
+if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    sys.path.pop(0)
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import warnings  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from composer import Trainer  # noqa: E402
+from composer.utils import dist  # noqa: E402
+
+from callbacks.metrics import ClassificationMetrics  # noqa: E402
+from callbacks.metrics_table import MetricsTable, format_metrics, read_rows  # noqa: E402
+from rsb_composer.algorithms import build_algorithms  # noqa: E402
+from rsb_composer.config import Config, ConfigError, load_config  # noqa: E402
+from rsb_composer.data import build_loaders  # noqa: E402
+from rsb_composer.devices import resolve_device, resolve_precision  # noqa: E402
+from rsb_composer.model import build_model, convert_sync_batchnorm  # noqa: E402
+from rsb_composer.optim import build_optimizer, build_scheduler, scaled_lr  # noqa: E402
+from rsb_composer.run_folder import RunFolder, setup_logging  # noqa: E402
+
+log = logging.getLogger("rsb_composer.train")
+
+# Composer's soft_cross_entropy warns when mixed/smoothed targets sum to a hair under 1 (float rounding of
+# lambda * a + (1 - lambda) * b); the loss is renormalised anyway, so the warning is only noise.
+warnings.filterwarnings("ignore", message="Some targets have less than 1 total probability")
+
+
+def build_trainer(config: Config) -> Trainer:
+    """Build data, model, optimizer, schedule, algorithms and callbacks into a Composer Trainer (no training).
+
+    Fills in inferred values (``model.num_classes``) and writes the resolved config to ``run_dir/config.yaml``.
+    With a checkpoint in ``run_dir/checkpoints`` the trainer resumes from it.
+    """
+    run = RunFolder(Path(config.run_dir))
+    run.create()
+    setup_logging(run)
+    device = resolve_device()
+    precision = resolve_precision(config.precision, device)
+    world_size = dist.get_world_size()
+
+    loaders = build_loaders(config)
+    num_classes = config.model.num_classes or loaders.num_classes
+    if num_classes < loaders.num_classes:
+        raise ConfigError(f"model.num_classes={num_classes}: the data has {loaders.num_classes} classes")
+    config.model.num_classes = num_classes
+
+    model = build_model(config.model, num_classes)
+    if config.model.sync_batchnorm and world_size > 1 and device == "gpu":
+        model.module = convert_sync_batchnorm(model.module)
+
+    global_batch = config.data.batch_size * world_size
+    lr = scaled_lr(config.optimizer, global_batch)
+    log.info("global batch %d (%d per device x %d devices): LR %.6g = %.6g x %d / %d", global_batch,
+             config.data.batch_size, world_size, lr, config.optimizer.lr, global_batch,
+             config.optimizer.reference_batch_size)
+    optimizer = build_optimizer(model, config.optimizer, lr)
+    scheduler = build_scheduler(optimizer, config.scheduler, config.max_duration, len(loaders.train))
+    algorithms = build_algorithms(config.algorithms)
+
+    if dist.get_global_rank() == 0:
+        run.write_config(config)
+
+    return Trainer(
+        run_name=config.run_name,
+        model=model,
+        train_dataloader=loaders.train,
+        eval_dataloader=loaders.eval,
+        max_duration=config.max_duration,
+        eval_interval=config.eval_interval,
+        optimizers=optimizer,
+        schedulers=scheduler,
+        step_schedulers_every_batch=True,
+        algorithms=algorithms,
+        callbacks=[ClassificationMetrics(num_classes)],
+        loggers=[MetricsTable(run.metrics_csv)],
+        progress_bar=config.progress_bar,
+        log_to_console=False,
+        device=device,
+        precision=precision,
+        seed=config.seed,
+        save_folder=str(run.checkpoints),
+        save_filename="ep{epoch}-ba{batch}-rank{rank}.pt",
+        save_latest_filename="latest-rank{rank}.pt",
+        save_interval=config.checkpoints.save_interval,
+        save_num_checkpoints_to_keep=config.checkpoints.keep_last,
+        autoresume=True,
+        compile_config={} if config.model.compile else None,
+    )
+
+
+def is_complete(trainer: Trainer) -> bool:
+    state = trainer.state
+    return state.max_duration is not None and state.timestamp.get(state.max_duration.unit) >= state.max_duration
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="train.py", description="Train a ResNet with Composer from a recipe YAML (see README.md).",
+    )
+    parser.add_argument("config", help="recipe YAML, e.g. yamls/a2.yaml")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optimizer.lr=0.1 algorithms.mixup=null")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+        trainer = build_trainer(config)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if is_complete(trainer):
+        rows = read_rows(RunFolder(Path(config.run_dir)).metrics_csv)
+        final = format_metrics({k: float(v) for k, v in rows[-1].items() if v and k != "epoch"}) if rows else ""
+        log.info("run %s is already complete (%s); final metrics: %s", config.run_name, config.max_duration,
+                 final or "none recorded")
+        trainer.close()
+        return 0
+    trainer.fit()
+    trainer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

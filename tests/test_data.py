@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rsb_composer.config import DataConfig, ToyConfig
+from rsb_composer.data.datasets import ImageFolderSplit, SyntheticImages, list_classes
+from rsb_composer.data.toy import MARKER, ensure_toy_dataset
+from rsb_composer.data.transforms import eval_resize_size, eval_transform, train_transform
+
+SMALL = ToyConfig(num_classes=3, train_per_class=4, val_per_class=2, image_size=32, seed=5)
+
+
+def _files(root):
+    return sorted(p.relative_to(root) for p in root.rglob("*.jpg"))
+
+
+def test_toy_set_is_an_imagefolder_tree_of_real_jpegs(tmp_path):
+    root = ensure_toy_dataset(SMALL, str(tmp_path / "toy"))
+    assert list_classes(root / "train") == ["00_circle", "01_square", "02_triangle"]
+    assert len(list((root / "train" / "00_circle").glob("*.jpg"))) == 4
+    assert len(list((root / "val").rglob("*.jpg"))) == 6
+    with Image.open(root / "train" / "01_square" / "00000.jpg") as image:
+        assert image.format == "JPEG" and image.size == (32, 32)
+
+
+def test_toy_generation_is_deterministic_and_reused(tmp_path):
+    a = ensure_toy_dataset(SMALL, str(tmp_path / "a"))
+    b = ensure_toy_dataset(SMALL, str(tmp_path / "b"))
+    assert _files(a) == _files(b)
+    for rel in _files(a):
+        assert (a / rel).read_bytes() == (b / rel).read_bytes()
+    stamp = (a / MARKER).stat().st_mtime_ns
+    assert ensure_toy_dataset(SMALL, str(tmp_path / "a")) == a
+    assert (a / MARKER).stat().st_mtime_ns == stamp  # reused, not regenerated
+
+
+def test_toy_refuses_to_overwrite_a_foreign_folder(tmp_path):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "thesis.txt").write_text("do not delete")
+    with pytest.raises(FileExistsError, match="holds no toy set"):
+        ensure_toy_dataset(SMALL, str(tmp_path / "busy"))
+
+
+def test_classes_are_separable_by_colour_statistics(tmp_path):
+    """The toy set is learnable: even mean colour per image separates most classes (a CNN does better)."""
+    cfg = ToyConfig(num_classes=4, train_per_class=20, val_per_class=1, image_size=32, seed=1)
+    root = ensure_toy_dataset(cfg, str(tmp_path / "toy"))
+    hues = []
+    for label, name in enumerate(list_classes(root / "train")):
+        for path in sorted((root / "train" / name).glob("*.jpg")):
+            hsv = np.asarray(Image.open(path).convert("HSV"), dtype=np.float32)
+            saturated = hsv[..., 1] > 140
+            hues.append((label, float(np.median(hsv[..., 0][saturated])) if saturated.any() else -1.0))
+    centres = {lab: np.median([h for l2, h in hues if l2 == lab]) for lab in range(4)}
+    correct = sum(min(centres, key=lambda c: abs(centres[c] - h)) == lab for lab, h in hues)
+    assert correct / len(hues) > 0.8
+
+
+def test_val_labels_follow_the_train_class_list(tmp_path):
+    for split, classes in (("train", ["a", "b", "c"]), ("val", ["a", "c"])):
+        for name in classes:
+            (tmp_path / split / name).mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(tmp_path / split / name / "x.jpg")
+    classes = list_classes(tmp_path / "train")
+    val = ImageFolderSplit(tmp_path / "val", classes, allow_empty=True)
+    # torchvision alone would number val's 'c' as 1; with train's list it stays 2.
+    assert sorted(label for _, label in val.samples) == [0, 2]
+
+
+def test_train_and_eval_transforms_shapes_and_resize_rule():
+    cfg = DataConfig(train_resolution=40, eval_resolution=48, crop_pct=0.75, interpolation="bicubic")
+    assert eval_resize_size(cfg) == 64
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8))
+    assert train_transform(cfg)(image).shape == (3, 40, 40)
+    out = eval_transform(cfg)(image)
+    assert out.shape == (3, 48, 48)
+    assert abs(float(out.mean())) < 3  # normalised
+
+
+def test_synthetic_images_cycle_labels_and_keep_memory_constant():
+    ds = SyntheticImages(num_samples=10_000, num_classes=7, resolution=16)
+    assert len(ds) == 10_000 and ds.images.shape[0] == SyntheticImages.POOL
+    image, label = ds[9]
+    assert image.shape == (3, 16, 16) and label == 2
+    assert torch.equal(ds[3][0], ds[3 + SyntheticImages.POOL][0])
