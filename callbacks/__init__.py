@@ -2,5 +2,6 @@
 
 from callbacks.metrics import ClassificationMetrics
 from callbacks.metrics_table import METRIC_KEYS, MetricsTable
+from callbacks.sampler_epoch import SamplerEpoch
 
-__all__ = ["METRIC_KEYS", "ClassificationMetrics", "MetricsTable"]
+__all__ = ["METRIC_KEYS", "ClassificationMetrics", "MetricsTable", "SamplerEpoch"]

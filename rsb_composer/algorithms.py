@@ -44,6 +44,9 @@ REGISTRY: dict[str, type[Algorithm]] = {
     "weight_standardization": ca.WeightStandardization,
 }
 
+# These insert themselves into the dataset's PIL transforms, so they need image files, not tensors.
+IMAGE_FILE_ALGORITHMS = ("augmix", "randaugment")
+
 # timm's Mixup(switch_prob=0.5), used by the paper's recipes: half the batches get mixup, half cutmix.
 MIXUP_CUTMIX_SWITCH_PROB = 0.5
 

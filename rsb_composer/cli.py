@@ -1,4 +1,4 @@
-"""The ``rsb-composer`` command: ``train``, ``show-config`` (more subcommands join as features land)."""
+"""The ``rsb-composer`` command: ``train``, ``show-config``, ``lr-schedule``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from rsb_composer.config import ConfigError, load_config
 def _show_config(args: argparse.Namespace) -> int:
     from rsb_composer.optim import scaled_lr
 
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config, args.overrides, check_paths=False)
     out = config.to_dict()
     global_batch = config.data.batch_size * args.world_size
     out["derived"] = {
@@ -23,6 +23,13 @@ def _show_config(args: argparse.Namespace) -> int:
     }
     print(json.dumps(out, indent=2))
     return 0
+
+
+def _lr_schedule(args: argparse.Namespace) -> int:
+    from rsb_composer.schedule_report import lr_schedule_report
+
+    config = load_config(args.config, args.overrides, check_paths=False)
+    return lr_schedule_report(config, args.world_size, args.steps_per_epoch, as_csv=args.csv, png=args.png)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -46,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config("show-config", "print the resolved configuration as JSON, with global batch and scaled LR")
     p.add_argument("--world-size", type=int, default=1, help="number of devices (GPUs) in all (default 1)")
     p.set_defaults(func=_show_config)
+    p = with_config("lr-schedule", "the LR at the start of every epoch, and the per-step curve, without training")
+    p.add_argument("--world-size", type=int, default=1, help="number of devices (GPUs) in all (default 1)")
+    p.add_argument("--steps-per-epoch", type=int, default=None,
+                   help="optimizer steps per epoch (default: from the data's size, or ImageNet-1k's)")
+    p.add_argument("--csv", action="store_true", help="print CSV (epoch,lr) instead of a table")
+    p.add_argument("--png", default=None, help="also draw the per-step LR curve into this PNG file")
+    p.set_defaults(func=_lr_schedule)
     return parser
 
 
@@ -53,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "world_size", 1) < 1:
         print(f"error: --world-size={args.world_size}: must be at least 1", file=sys.stderr)
+        return 2
+    if getattr(args, "steps_per_epoch", None) is not None and args.steps_per_epoch < 1:
+        print(f"error: --steps-per-epoch={args.steps_per_epoch}: must be at least 1", file=sys.stderr)
         return 2
     try:
         return args.func(args)

@@ -25,7 +25,8 @@ class ConfigError(ValueError):
 PRECISIONS = ("fp32", "amp_fp16", "amp_bf16")
 DATA_SOURCES = ("imagefolder", "toy", "synthetic")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
-OPTIMIZERS = ("sgd",)
+OPTIMIZERS = ("sgd", "decoupled_sgdw", "lamb", "adamw")
+LOSSES = ("cross_entropy", "bce")
 
 
 @dataclass
@@ -64,6 +65,8 @@ class DataConfig:
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop area range
     crop_pct: float = 0.875  # eval: resize to eval_resolution / crop_pct, then centre-crop eval_resolution
     interpolation: str = "bilinear"
+    auto_augment: str | None = None  # timm RandAugment string, e.g. rand-m7-mstd0.5-inc1 (the paper's)
+    repeated_augmentation: int = 0  # >1: timm's RepeatAugSampler with this many repeats (the paper's 3)
     batch_size: int = 256  # per device
     eval_batch_size: int | None = None  # per device; defaults to batch_size
     num_workers: int = 8
@@ -75,6 +78,13 @@ class DataConfig:
 
 
 @dataclass
+class LossConfig:
+    name: str = "cross_entropy"  # training loss on (mixed) soft targets; validation always uses cross-entropy
+    target_threshold: float | None = None  # bce: targets above it become 1, the rest 0 (timm; the paper 0.2)
+    sum_classes: bool = False  # bce: sum over classes, mean over images (Composer's scale) instead of mean over all
+
+
+@dataclass
 class OptimizerConfig:
     name: str = "sgd"
     lr: float = 0.1  # LR at reference_batch_size; scaled linearly to the real global batch
@@ -83,6 +93,9 @@ class OptimizerConfig:
     nesterov: bool = False
     weight_decay: float = 1.0e-4
     decay_bn_and_bias: bool = True  # false: no weight decay on BatchNorm and bias parameters (timm's recipes)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # lamb, adamw
+    eps: float = 1.0e-6  # lamb, adamw
+    max_grad_norm: float | None = 1.0  # lamb: global gradient-norm clip inside the optimizer (NVIDIA FusedLAMB)
 
 
 @dataclass
@@ -109,6 +122,7 @@ class Config:
     progress_bar: bool = True
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     # One key per Composer algorithm, its value the constructor's arguments; a null value switches it off.
@@ -131,8 +145,13 @@ class Config:
 # Loading
 
 
-def load_config(path: str | os.PathLike[str], overrides: typing.Sequence[str] = ()) -> Config:
-    """Read a recipe YAML, apply ``key.sub=value`` overrides and return the validated :class:`Config`."""
+def load_config(path: str | os.PathLike[str], overrides: typing.Sequence[str] = (), *,
+                check_paths: bool = True) -> Config:
+    """Read a recipe YAML, apply ``key.sub=value`` overrides and return the validated :class:`Config`.
+
+    ``check_paths=False`` skips the data-folder checks, for tools that only read the recipe (show-config,
+    lr-schedule) on a machine without the data.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -155,7 +174,7 @@ def load_config(path: str | os.PathLike[str], overrides: typing.Sequence[str] = 
     config.config_path = str(path)
     if config.run_dir is None:
         config.run_dir = str(Path("runs") / config.run_name)
-    validate(config)
+    validate(config, check_paths=check_paths)
     return config
 
 
@@ -280,7 +299,19 @@ def _check_time(key: str, value: str, units: str) -> None:
     _check(time.value > 0, key, value, "must be positive")
 
 
-def validate(config: Config) -> None:
+def _check_auto_augment(spec: str) -> None:
+    from timm.data.auto_augment import rand_augment_transform
+
+    if not spec.startswith("rand"):
+        raise ConfigError(f"data.auto_augment={spec!r}: expected a timm RandAugment string such as "
+                          "rand-m7-mstd0.5-inc1")
+    try:
+        rand_augment_transform(spec, {"translate_const": 100, "img_mean": (124, 116, 104)})
+    except (AssertionError, ValueError, KeyError, IndexError) as err:
+        raise ConfigError(f"data.auto_augment={spec!r}: not a valid timm RandAugment string ({err})") from None
+
+
+def validate(config: Config, check_paths: bool = True) -> None:
     _check_choice("precision", config.precision, PRECISIONS)
     _check_time("max_duration", config.max_duration, "ep,ba")
     _check_time("eval_interval", config.eval_interval, "ep,ba")
@@ -311,7 +342,10 @@ def validate(config: Config) -> None:
         _check(d.eval_batch_size >= 1, "data.eval_batch_size", d.eval_batch_size, "must be at least 1")
     _check(d.num_workers >= 0, "data.num_workers", d.num_workers, "must be 0 or more")
     _check(d.prefetch_factor >= 1, "data.prefetch_factor", d.prefetch_factor, "must be at least 1")
-    if d.source == "imagefolder":
+    _check(d.repeated_augmentation >= 0, "data.repeated_augmentation", d.repeated_augmentation, "must be >= 0")
+    if d.auto_augment is not None:
+        _check_auto_augment(d.auto_augment)
+    if d.source == "imagefolder" and check_paths:
         if d.path is None:
             raise ConfigError("data.path is not set: point it at an ImageNet-style folder with train/ and val/ "
                               "(e.g. data.path=/fsx/imagenet), or use data.source=toy")
@@ -337,8 +371,19 @@ def validate(config: Config) -> None:
         _check(s.train_samples >= 1, "data.synthetic.train_samples", s.train_samples, "must be at least 1")
         _check(s.val_samples >= 1, "data.synthetic.val_samples", s.val_samples, "must be at least 1")
 
+    loss = config.loss
+    _check_choice("loss.name", loss.name, LOSSES)
+    if loss.target_threshold is not None:
+        _check(loss.name == "bce", "loss.target_threshold", loss.target_threshold, "only applies to loss.name=bce")
+        _check(0 <= loss.target_threshold < 1, "loss.target_threshold", loss.target_threshold, "must be in [0, 1)")
+
     o = config.optimizer
     _check_choice("optimizer.name", o.name, OPTIMIZERS)
+    _check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optimizer.betas", o.betas,
+           "must be [beta1, beta2], each in [0, 1)")
+    _check(o.eps > 0, "optimizer.eps", o.eps, "must be > 0")
+    if o.max_grad_norm is not None:
+        _check(o.max_grad_norm > 0, "optimizer.max_grad_norm", o.max_grad_norm, "must be > 0 (or null for none)")
     _check(o.lr > 0, "optimizer.lr", o.lr, "must be > 0")
     _check(o.reference_batch_size >= 1, "optimizer.reference_batch_size", o.reference_batch_size, "must be >= 1")
     _check(0 <= o.momentum < 1, "optimizer.momentum", o.momentum, "must be in [0, 1)")
@@ -347,14 +392,19 @@ def validate(config: Config) -> None:
 
     s = config.scheduler
     _check(s.warmup_epochs >= 0, "scheduler.warmup_epochs", s.warmup_epochs, "must be >= 0")
-    _check(0 < s.warmup_start_factor <= 1, "scheduler.warmup_start_factor", s.warmup_start_factor,
-           "must be in (0, 1]")
+    _check(0 <= s.warmup_start_factor <= 1, "scheduler.warmup_start_factor", s.warmup_start_factor,
+           "must be in [0, 1]")
     _check(0 <= s.min_lr_factor < 1, "scheduler.min_lr_factor", s.min_lr_factor, "must be in [0, 1)")
     if config.max_duration.endswith("ep"):
         epochs = float(config.max_duration[:-2])
         _check(s.warmup_epochs < epochs, "scheduler.warmup_epochs", s.warmup_epochs,
                f"must be shorter than max_duration={config.max_duration}")
 
-    from rsb_composer.algorithms import validate_algorithms
+    from rsb_composer.algorithms import IMAGE_FILE_ALGORITHMS, validate_algorithms
 
     validate_algorithms(config.algorithms)
+    if d.source == "synthetic":
+        for name in IMAGE_FILE_ALGORITHMS:
+            if config.algorithms.get(name) is not None:
+                raise ConfigError(f"algorithms.{name} augments decoded images and cannot run on data.source=synthetic "
+                                  f"tensors; use imagefolder or toy data, or set algorithms.{name}=null")

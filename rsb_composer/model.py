@@ -9,7 +9,8 @@ from composer.models import ComposerClassifier
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from rsb_composer.config import ModelConfig
+from rsb_composer.config import LossConfig, ModelConfig
+from rsb_composer.losses import build_loss
 
 
 def accuracy_metrics(num_classes: int) -> dict[str, MulticlassAccuracy]:
@@ -20,7 +21,7 @@ def accuracy_metrics(num_classes: int) -> dict[str, MulticlassAccuracy]:
     }
 
 
-def build_model(cfg: ModelConfig, num_classes: int) -> ComposerClassifier:
+def build_model(cfg: ModelConfig, num_classes: int, loss: LossConfig | None = None) -> ComposerClassifier:
     module = torchvision.models.get_model(
         cfg.arch, weights=None, num_classes=num_classes, zero_init_residual=cfg.zero_init_residual
     )
@@ -28,7 +29,8 @@ def build_model(cfg: ModelConfig, num_classes: int) -> ComposerClassifier:
     # Train metrics are computed by callbacks.metrics against each batch's original labels (mixing algorithms
     # replace the targets before the loss), so the classifier keeps none of its own.
     model = ComposerClassifier(
-        module, num_classes=num_classes, train_metrics=MetricCollection({}), val_metrics=val_metrics
+        module, num_classes=num_classes, train_metrics=MetricCollection({}), val_metrics=val_metrics,
+        loss_fn=build_loss(loss or LossConfig()),
     )
     return model
 

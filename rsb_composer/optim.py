@@ -74,7 +74,20 @@ def _parameter_groups(model: torch.nn.Module, weight_decay: float, decay_bn_and_
 
 
 def build_optimizer(model: torch.nn.Module, cfg: OptimizerConfig, lr: float) -> torch.optim.Optimizer:
+    """``sgd`` (torch, coupled weight decay), ``decoupled_sgdw`` (Composer's, as in its ResNet recipes),
+    ``lamb`` (timm's, the paper's: NVIDIA FusedLAMB semantics with a global gradient-norm clip of
+    ``max_grad_norm`` and trust ratios only on weight-decayed parameters), ``adamw`` (torch)."""
     groups = _parameter_groups(model, cfg.weight_decay, cfg.decay_bn_and_bias)
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    if cfg.name == "decoupled_sgdw":
+        from composer.optim import DecoupledSGDW
+
+        return DecoupledSGDW(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    if cfg.name == "lamb":
+        from timm.optim import Lamb
+
+        return Lamb(groups, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps, max_grad_norm=cfg.max_grad_norm)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps)
     raise ValueError(f"unknown optimizer {cfg.name!r}")  # config.validate refuses this before we get here

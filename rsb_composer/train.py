@@ -27,6 +27,7 @@ from composer.utils import dist  # noqa: E402
 
 from callbacks.metrics import ClassificationMetrics  # noqa: E402
 from callbacks.metrics_table import MetricsTable, format_metrics, read_rows  # noqa: E402
+from callbacks.sampler_epoch import SamplerEpoch  # noqa: E402
 from rsb_composer.algorithms import build_algorithms  # noqa: E402
 from rsb_composer.config import Config, ConfigError, load_config  # noqa: E402
 from rsb_composer.data import build_loaders  # noqa: E402
@@ -61,7 +62,7 @@ def build_trainer(config: Config) -> Trainer:
         raise ConfigError(f"model.num_classes={num_classes}: the data has {loaders.num_classes} classes")
     config.model.num_classes = num_classes
 
-    model = build_model(config.model, num_classes)
+    model = build_model(config.model, num_classes, config.loss)
     if config.model.sync_batchnorm and world_size > 1 and device == "gpu":
         model.module = convert_sync_batchnorm(model.module)
 
@@ -88,9 +89,10 @@ def build_trainer(config: Config) -> Trainer:
         schedulers=scheduler,
         step_schedulers_every_batch=True,
         algorithms=algorithms,
-        callbacks=[ClassificationMetrics(num_classes)],
+        callbacks=[ClassificationMetrics(num_classes), SamplerEpoch()],
         loggers=[MetricsTable(run.metrics_csv)],
-        progress_bar=config.progress_bar,
+        # A progress bar in a log file is a line per update; without a terminal the epoch lines say enough.
+        progress_bar=config.progress_bar and sys.stderr.isatty(),
         log_to_console=False,
         device=device,
         precision=precision,

@@ -11,6 +11,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_PY = REPO / "rsb_composer" / "train.py"
 
+# One toy set for the whole suite (shared through the toy_dir fixture): 4 classes, 16 + 6 images each, 40 px.
+TINY_TOY = "{num_classes: 4, train_per_class: 16, val_per_class: 6, image_size: 40}"
+
 TINY_RECIPE = """\
 max_duration: 2ep
 precision: amp_fp16
@@ -21,7 +24,7 @@ model:
 data:
   source: toy
   path: {toy_dir}
-  toy: {{num_classes: 4, train_per_class: 16, val_per_class: 6, image_size: 40}}
+  toy: {toy}
   train_resolution: 32
   eval_resolution: 32
   batch_size: 8
@@ -50,7 +53,7 @@ def write_recipe(tmp_path: Path, toy_dir: Path):
 
     def write(text: str = TINY_RECIPE, name: str = "tiny.yaml") -> Path:
         path = tmp_path / name
-        path.write_text(textwrap.dedent(text).format(toy_dir=toy_dir))
+        path.write_text(textwrap.dedent(text).format(toy_dir=toy_dir, toy=TINY_TOY))
         return path
 
     return write

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from rsb_composer.config import Config, ConfigError, DataConfig
 from rsb_composer.data.datasets import ImageFolderSplit, SyntheticImages, list_classes
+from rsb_composer.data.samplers import eval_sampler, train_sampler
 from rsb_composer.data.toy import ensure_toy_dataset
 from rsb_composer.data.transforms import eval_transform, train_transform
 
@@ -50,7 +51,7 @@ def shard_digest(sampler: torch.utils.data.Sampler, epoch: int = 0) -> str:
 
 
 def _loader(dataset: Dataset, cfg: DataConfig, batch_size: int, train: bool, seed: int) -> DataLoader:
-    sampler = dist.get_sampler(dataset, shuffle=train, drop_last=train, seed=seed)
+    sampler = train_sampler(dataset, cfg, seed) if train else eval_sampler(dataset)
     workers = cfg.num_workers
     return DataLoader(
         dataset,
