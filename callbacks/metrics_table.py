@@ -30,19 +30,22 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def format_metrics(values: dict[str, Any]) -> str:
-    return " ".join(f"{key}={values[key]:.4g}" for key in METRIC_KEYS if key in values)
+def format_metrics(values: dict[str, Any], digits: int = 4) -> str:
+    return " ".join(f"{key}={values[key]:.{digits}g}" for key in METRIC_KEYS if key in values)
 
 
 class MetricsTable(LoggerDestination):
     def __init__(self, csv_path: str | Path):
         self.csv_path = Path(csv_path)
         self.latest: dict[str, float] = {}
+        self.remaining_seconds: float | None = None
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         for key, value in metrics.items():
             if key in METRIC_KEYS:
                 self.latest[key] = float(value)
+        if "time/remaining_estimate" in metrics:  # Composer's RuntimeEstimator, in seconds, evaluations included
+            self.remaining_seconds = float(metrics["time/remaining_estimate"])
 
     def fit_start(self, state: State, logger: Logger) -> None:
         if dist.get_global_rank() != 0:
@@ -65,8 +68,11 @@ class MetricsTable(LoggerDestination):
         values = dict(self.latest)
         epoch_text = str(int(epoch)) if float(epoch).is_integer() else f"{epoch:.3f}"
         total = state.max_duration
-        log.info("epoch %s%s: %s", epoch_text, f"/{total.value}" if total and total.unit.value == "ep" else "",
-                 format_metrics(values))
+        left = ""
+        if self.remaining_seconds is not None:
+            left = f" | run time left {format_duration(self.remaining_seconds)}"
+        log.info("epoch %s%s: %s%s", epoch_text, f"/{total.value}" if total and total.unit.value == "ep" else "",
+                 format_metrics(values), left)
         if dist.get_global_rank() == 0:
             row = {"epoch": epoch_text, **{k: _fmt(values.get(k)) for k in METRIC_KEYS}}
             self._write([*read_rows(self.csv_path), row])
@@ -82,6 +88,13 @@ class MetricsTable(LoggerDestination):
             writer.writeheader()
             writer.writerows(rows)
         tmp.replace(self.csv_path)  # atomic: a crash never leaves half a table
+
+
+def format_duration(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{days}d {hours:02d}h{minutes:02d}m" if days else f"{hours}h{minutes:02d}m"
 
 
 def _fmt(value: float | None) -> str:

@@ -1,4 +1,4 @@
-"""The ``rsb-composer`` command: ``train``, ``show-config``, ``lr-schedule``."""
+"""The ``rsb-composer`` command: ``train``, ``show-config``, ``lr-schedule``, ``eval``, ``export``."""
 
 from __future__ import annotations
 
@@ -32,6 +32,32 @@ def _lr_schedule(args: argparse.Namespace) -> int:
     return lr_schedule_report(config, args.world_size, args.steps_per_epoch, as_csv=args.csv, png=args.png)
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from callbacks.metrics_table import format_metrics
+    from rsb_composer.checkpoints import load_checkpoint_file
+    from rsb_composer.train import build_trainer
+
+    config = load_config(args.config, args.overrides)
+    load_checkpoint_file(args.checkpoint)  # a missing or broken file fails here, in one line
+    trainer = build_trainer(config, checkpoint=args.checkpoint)
+    trainer.eval()
+    metrics = {f"val/{name}": float(metric.compute()) for name, metric in trainer.state.eval_metrics["eval"].items()}
+    trainer.close()
+    print(format_metrics(metrics, digits=6))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from rsb_composer.checkpoints import export_checkpoint
+
+    arch, num_classes, is_ema = export_checkpoint(args.checkpoint, args.out, arch=args.arch, use_ema=not args.no_ema)
+    weights = "EMA weights" if is_ema else "weights"
+    print(f"wrote {args.out}: torchvision {arch} {weights}, {num_classes} classes; load with "
+          f"torchvision.models.{arch}(num_classes={num_classes}).load_state_dict(torch.load({str(args.out)!r}, "
+          f"weights_only=True))")
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from rsb_composer.train import main as train_main
 
@@ -60,6 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", action="store_true", help="print CSV (epoch,lr) instead of a table")
     p.add_argument("--png", default=None, help="also draw the per-step LR curve into this PNG file")
     p.set_defaults(func=_lr_schedule)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint on the val split (EMA weights when it has them)")
+    p.add_argument("config", help="the recipe the checkpoint was trained with (its algorithms shape the network)")
+    p.add_argument("checkpoint", help="a Composer checkpoint (.pt / .ckpt)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.path=/fsx/imagenet")
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("export", help="write a checkpoint's network as a plain torchvision state_dict")
+    p.add_argument("checkpoint", help="a Composer checkpoint (.pt / .ckpt)")
+    p.add_argument("out", help="output file, e.g. resnet50.pth")
+    p.add_argument("--arch", default=None, help="torchvision architecture (default: found from the weights)")
+    p.add_argument("--no-ema", action="store_true", help="export the training weights even if EMA weights exist")
+    p.set_defaults(func=_export)
     return parser
 
 

@@ -107,8 +107,23 @@ class SchedulerConfig:
 
 @dataclass
 class CheckpointsConfig:
-    save_interval: str = "1ep"
+    save_interval: str = "1ep"  # Composer time string; e.g. 2000ba for mid-epoch checkpoints in long epochs
     keep_last: int = 2  # Composer checkpoints kept for autoresume (-1 keeps all)
+    keep_top_k: int = 5  # best checkpoints by val/acc1, as epoch={E}-val_acc1={A:.4f}.ckpt (0: none)
+
+
+@dataclass
+class WandbConfig:
+    project: str | None = None
+    name: str | None = None  # default: run_name
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoggersConfig:
+    wandb: WandbConfig | None = None  # present means on; offline by itself without a key or network
 
 
 @dataclass
@@ -128,6 +143,7 @@ class Config:
     # One key per Composer algorithm, its value the constructor's arguments; a null value switches it off.
     algorithms: dict[str, dict[str, Any]] = field(default_factory=dict)
     checkpoints: CheckpointsConfig = field(default_factory=CheckpointsConfig)
+    loggers: LoggersConfig = field(default_factory=LoggersConfig)
     config_path: str | None = field(default=None, metadata={"internal": True})
 
     def to_dict(self) -> dict[str, Any]:
@@ -318,6 +334,8 @@ def validate(config: Config, check_paths: bool = True) -> None:
     _check_time("checkpoints.save_interval", config.checkpoints.save_interval, "ep,ba")
     _check(config.checkpoints.keep_last == -1 or config.checkpoints.keep_last >= 1, "checkpoints.keep_last",
            config.checkpoints.keep_last, "keep at least 1 checkpoint (or -1 for all)")
+    _check(config.checkpoints.keep_top_k >= 0, "checkpoints.keep_top_k", config.checkpoints.keep_top_k,
+           "must be 0 (none) or more")
 
     m = config.model
     _check(m.arch.startswith(("resnet", "resnext", "wide_resnet")), "model.arch", m.arch,

@@ -33,11 +33,15 @@ class RunFolder:
     def logs(self) -> Path:
         return self.root / "logs"
 
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
     def log_file(self, rank: int) -> Path:
         return self.logs / f"train_rank{rank}.log"
 
     def create(self) -> None:
-        for folder in (self.root, self.checkpoints, self.logs):
+        for folder in (self.root, self.checkpoints, self.logs, self.plots):
             folder.mkdir(parents=True, exist_ok=True)
 
     def write_config(self, config: Config) -> None:

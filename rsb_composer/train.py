@@ -23,11 +23,13 @@ from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from composer import Trainer  # noqa: E402
+from composer.callbacks import RuntimeEstimator  # noqa: E402
 from composer.utils import dist  # noqa: E402
 
 from callbacks.metrics import ClassificationMetrics  # noqa: E402
-from callbacks.metrics_table import MetricsTable, format_metrics, read_rows  # noqa: E402
+from callbacks.metrics_table import format_metrics, read_rows  # noqa: E402
 from callbacks.sampler_epoch import SamplerEpoch  # noqa: E402
+from callbacks.top_k import TopKCheckpoints  # noqa: E402
 from rsb_composer.algorithms import build_algorithms  # noqa: E402
 from rsb_composer.config import Config, ConfigError, load_config  # noqa: E402
 from rsb_composer.data import build_loaders  # noqa: E402
@@ -35,6 +37,7 @@ from rsb_composer.devices import resolve_device, resolve_precision  # noqa: E402
 from rsb_composer.model import build_model, convert_sync_batchnorm  # noqa: E402
 from rsb_composer.optim import build_optimizer, build_scheduler, scaled_lr  # noqa: E402
 from rsb_composer.run_folder import RunFolder, setup_logging  # noqa: E402
+from rsb_composer.run_loggers import build_loggers  # noqa: E402
 
 log = logging.getLogger("rsb_composer.train")
 
@@ -43,15 +46,19 @@ log = logging.getLogger("rsb_composer.train")
 warnings.filterwarnings("ignore", message="Some targets have less than 1 total probability")
 
 
-def build_trainer(config: Config) -> Trainer:
+def build_trainer(config: Config, checkpoint: str | None = None) -> Trainer:
     """Build data, model, optimizer, schedule, algorithms and callbacks into a Composer Trainer (no training).
 
     Fills in inferred values (``model.num_classes``) and writes the resolved config to ``run_dir/config.yaml``.
     With a checkpoint in ``run_dir/checkpoints`` the trainer resumes from it.
+
+    With ``checkpoint``, an evaluation trainer instead: the same model, algorithms (so surgery such as BlurPool
+    matches) and optimizer, fully loaded from that file (EMA state included), writing nothing to the run folder.
     """
     run = RunFolder(Path(config.run_dir))
-    run.create()
-    setup_logging(run)
+    if checkpoint is None:
+        run.create()
+        setup_logging(run)
     device = resolve_device()
     precision = resolve_precision(config.precision, device)
     world_size = dist.get_world_size()
@@ -75,8 +82,18 @@ def build_trainer(config: Config) -> Trainer:
     scheduler = build_scheduler(optimizer, config.scheduler, config.max_duration, len(loaders.train))
     algorithms = build_algorithms(config.algorithms)
 
+    if checkpoint is not None:
+        return Trainer(
+            run_name=config.run_name, model=model, train_dataloader=loaders.train, eval_dataloader=loaders.eval,
+            max_duration=config.max_duration, optimizers=optimizer, schedulers=scheduler,
+            step_schedulers_every_batch=True, algorithms=algorithms, callbacks=[ClassificationMetrics(num_classes)],
+            loggers=[], progress_bar=False, log_to_console=False, device=device, precision=precision,
+            seed=config.seed, load_path=checkpoint,
+        )
+
     if dist.get_global_rank() == 0:
         run.write_config(config)
+    progress_bar = config.progress_bar and sys.stderr.isatty()
 
     return Trainer(
         run_name=config.run_name,
@@ -89,10 +106,11 @@ def build_trainer(config: Config) -> Trainer:
         schedulers=scheduler,
         step_schedulers_every_batch=True,
         algorithms=algorithms,
-        callbacks=[ClassificationMetrics(num_classes), SamplerEpoch()],
-        loggers=[MetricsTable(run.metrics_csv)],
+        callbacks=[ClassificationMetrics(num_classes), SamplerEpoch(), RuntimeEstimator(time_unit="seconds"),
+                   TopKCheckpoints(run.checkpoints, config.checkpoints.keep_top_k)],
         # A progress bar in a log file is a line per update; without a terminal the epoch lines say enough.
-        progress_bar=config.progress_bar and sys.stderr.isatty(),
+        loggers=build_loggers(config, run, progress_bar=progress_bar),
+        progress_bar=False,  # ours (MetricsProgressBar) is among the loggers when wanted
         log_to_console=False,
         device=device,
         precision=precision,

@@ -1,0 +1,159 @@
+"""Metric keys in every destination, W&B offline and resumed, plots, top-k checkpoints, eval and export."""
+
+import csv
+import glob
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torchvision
+
+import callbacks.top_k as top_k
+from callbacks.metrics_table import METRIC_KEYS
+from callbacks.top_k import TopKCheckpoints, kept_checkpoints
+from rsb_composer.config import load_config
+from rsb_composer.data.loaders import build_datasets
+from rsb_composer.run_loggers import wandb_offline_reason
+from tests.conftest import TRAIN_PY
+
+EMA = "algorithms.ema={half_life: 4ba, update_interval: 1ba}"
+
+
+def _key(item) -> str:
+    return item.key or "/".join(item.nested_key)  # W&B stores 'a/b' keys either way
+
+
+def _wandb_records(run_dir):
+    """History keys, summary and run id of the offline W&B runs in run_dir, read from W&B's own files."""
+    from wandb.proto import wandb_internal_pb2
+    from wandb.sdk.internal import datastore
+
+    runs = []
+    for path in sorted(glob.glob(str(run_dir / "wandb" / "offline-run-*" / "run-*.wandb"))):
+        store = datastore.DataStore()
+        store.open_for_scan(path)
+        history, summary, run_id, config = set(), {}, None, set()
+        while (data := store.scan_data()) is not None:
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(data)
+            kind = record.WhichOneof("record_type")
+            if kind == "history":
+                history.update(_key(item) for item in record.history.item)
+            elif kind == "summary":
+                summary.update({_key(item): float(item.value_json) for item in record.summary.update
+                                if _key(item) in METRIC_KEYS})
+            elif kind == "run":
+                run_id = record.run.run_id
+                config.update(item.key for item in record.run.config.update)
+        runs.append(SimpleNamespace(history=history, summary=summary, run_id=run_id, config=config))
+    return runs
+
+
+def _run(args, env, cwd):
+    result = subprocess.run(args, capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_metrics_everywhere_wandb_offline_resume_plots_eval_and_export(write_recipe, tmp_path, subprocess_env):
+    recipe = write_recipe()
+    run_dir = tmp_path / "runs" / "tiny"
+    env = {**subprocess_env, "WANDB_MODE": "offline"}
+    common = [EMA, "loggers.wandb.project=rsb-test", "loggers.wandb.tags=[ci]", "checkpoints.keep_top_k=1",
+              "scheduler.warmup_epochs=0"]
+    # A fresh run with autoresume and W&B on (Composer 0.32.1 alone crashes here).
+    first = _run([sys.executable, str(TRAIN_PY), str(recipe), *common, "max_duration=1ep"], env, tmp_path)
+    assert first.stderr.count("W&B: logging offline") == 1
+    _run([sys.executable, str(TRAIN_PY), str(recipe), *common, "max_duration=2ep"], env, tmp_path)
+
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and all(rows[-1][k] != "" for k in METRIC_KEYS)
+    log_text = (run_dir / "logs" / "train_rank0.log").read_text()
+    assert all(f"{key}=" in log_text for key in METRIC_KEYS)
+    assert "run time left" in log_text
+
+    wandb_runs = _wandb_records(run_dir)
+    assert len(wandb_runs) == 2 and wandb_runs[0].run_id == wandb_runs[1].run_id  # the resume continued it
+    assert wandb_runs[0].run_id == (run_dir / "wandb_run_id").read_text().strip()
+    for wandb_run in wandb_runs:
+        assert set(METRIC_KEYS) <= wandb_run.history
+        assert {"model", "data", "optimizer", "algorithms"} <= wandb_run.config  # the resolved config
+    last = wandb_runs[-1].summary
+    assert set(last) == set(METRIC_KEYS)
+    assert last["val/acc1"] == pytest.approx(float(rows[-1]["val/acc1"]), abs=1e-5)
+
+    for name in ("curves.png", "lr.png"):
+        assert (run_dir / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(run_dir / "plots" / "lr.csv", newline="") as handle:
+        steps = [int(r["step"]) for r in csv.DictReader(handle)]
+    assert steps == list(range(16))  # 64 images / batch 8 = 8 steps per epoch, 2 epochs, resumed once
+    kept = kept_checkpoints(run_dir / "checkpoints")
+    assert len(kept) == 1 and kept[0][0] == pytest.approx(max(float(r["val/acc1"]) for r in rows), abs=1e-4)
+
+    # eval on the latest checkpoint reproduces the last evaluation (EMA weights, as during training) ...
+    latest = run_dir / "checkpoints" / "latest-rank0.pt"
+    cli = [sys.executable, "-m", "rsb_composer.cli"]
+    out = _run([*cli, "eval", str(recipe), str(latest), EMA], env, tmp_path).stdout
+    printed = dict(item.split("=") for item in out.split())
+    for key in ("val/loss", "val/acc1", "val/acc5"):
+        assert float(printed[key]) == pytest.approx(float(rows[-1][key]), abs=1e-3)
+
+    # ... and the exported torchvision weights give the same val/acc1 in plain PyTorch.
+    exported = tmp_path / "resnet18.pth"
+    note = _run([*cli, "export", str(latest), str(exported)], env, tmp_path).stdout
+    assert "resnet18 EMA weights, 4 classes" in note
+    model = torchvision.models.resnet18(num_classes=4)
+    model.load_state_dict(torch.load(exported, weights_only=True))
+    model.eval()
+    config = load_config(recipe)
+    _, val_set, _ = build_datasets(config.data, config.seed)
+    with torch.no_grad():
+        correct = sum(int(model(image[None]).argmax()) == label for image, label in val_set)
+    assert correct / len(val_set) == pytest.approx(float(printed["val/acc1"]), abs=1e-5)
+
+
+def test_top_k_keeps_the_best_files_through_improving_and_worsening_evaluations(tmp_path, monkeypatch):
+    def fake_save(state, filename):  # Composer's save_checkpoint, minus the model: the file is the fact
+        Path(filename).write_text(str(state.timestamp.epoch))
+
+    monkeypatch.setattr(top_k, "save_checkpoint", fake_save)
+    callback = TopKCheckpoints(tmp_path, k=2)
+    metric = SimpleNamespace(value=0.0)
+    metric.compute = lambda: torch.tensor(metric.value)
+    state = SimpleNamespace(eval_metrics={"eval": {"acc1": metric}}, timestamp=SimpleNamespace(epoch=0))
+    for epoch, acc in enumerate([0.30, 0.50, 0.40, 0.20, 0.55, 0.60, 0.55], start=1):
+        state.timestamp.epoch, metric.value = epoch, acc
+        callback.eval_after_all(state, logger=None)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    # Epoch 7's 0.55 ties the worst kept file (epoch 5): the earlier epoch keeps its place.
+    assert names == ["epoch=5-val_acc1=0.5500.ckpt", "epoch=6-val_acc1=0.6000.ckpt"]
+    assert (tmp_path / "epoch=5-val_acc1=0.5500.ckpt").read_text() == "5"
+    # A resume from epoch 5 drops the files of the epochs that will run again.
+    state.timestamp.epoch = 5
+    callback.fit_start(state, logger=None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch=5-val_acc1=0.5500.ckpt"]
+
+
+def test_wandb_goes_offline_without_a_key_or_when_told(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert wandb_offline_reason() == "WANDB_MODE=offline"
+    monkeypatch.delenv("WANDB_MODE")
+    assert "no W&B API key" in wandb_offline_reason()
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    reason = wandb_offline_reason()  # this machine has no route to W&B: unreachable, not a login prompt
+    assert reason is None or "unreachable" in reason
+
+
+def test_export_refuses_what_is_not_a_checkpoint(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    for target, message in ((tmp_path / "missing.pt", "checkpoint not found"),
+                            (tmp_path / "notes.txt", "not a readable checkpoint")):
+        result = subprocess.run([sys.executable, "-m", "rsb_composer.cli", "export", str(target),
+                                 str(tmp_path / "o.pth")], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
