@@ -2,37 +2,47 @@
 
 Train accuracy is measured against each batch's original labels, read at AFTER_FORWARD, before MixUp, CutMix
 or label smoothing replace the targets (they act at BEFORE_LOSS). On a mixed batch the logits describe a blend
-of two images, so train accuracy then counts how often the dominant-or-not original label wins: a lower,
-noisier number than val/acc1, useful for trends only.
+of two images, so train accuracy scores them against the first image's label only: a lower, noisier number
+than val/acc1, useful for trends.
+
+The epoch's running counts are part of the checkpoint (state_dict), so an epoch resumed mid-way still reports
+figures over all of its batches.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from composer.core import Callback, State
 from composer.loggers import Logger
-from torchmetrics.classification import MulticlassAccuracy
+from composer.utils import dist
 
 VAL_METRICS = ("loss", "acc1", "acc5")
 
 
 class ClassificationMetrics(Callback):
     def __init__(self, num_classes: int, eval_label: str = "eval"):
-        self.num_classes = num_classes
+        self.top_k = min(5, num_classes)
         self.eval_label = eval_label
-        self.acc1 = MulticlassAccuracy(num_classes=num_classes, top_k=1, average="micro")
-        self.acc5 = MulticlassAccuracy(num_classes=num_classes, top_k=min(5, num_classes), average="micro")
+        self.counts: torch.Tensor | None = None  # this rank's [top-1 hits, top-5 hits, images], on the device
         self.loss_sum = 0.0
         self.loss_batches = 0
+        self._resumed_counts = torch.zeros(3, dtype=torch.float64)
 
     def _reset(self) -> None:
-        self.acc1.reset()
-        self.acc5.reset()
+        self.counts = None
         self.loss_sum = 0.0
         self.loss_batches = 0
+        self._resumed_counts = torch.zeros(3, dtype=torch.float64)
+
+    def fit_start(self, state: State, logger: Logger) -> None:
+        if int(state.timestamp.batch_in_epoch) == 0:
+            self._reset()  # a fresh epoch; a mid-epoch resume keeps the counts restored from the checkpoint
 
     def epoch_start(self, state: State, logger: Logger) -> None:
-        self._reset()
+        if int(state.timestamp.batch_in_epoch) == 0:
+            self._reset()
 
     def batch_start(self, state: State, logger: Logger) -> None:
         # The scheduler steps at the end of each batch, so the LR read here is the one this batch trains with.
@@ -43,12 +53,12 @@ class ClassificationMetrics(Callback):
         outputs = state.outputs
         if not (isinstance(outputs, torch.Tensor) and isinstance(targets, torch.Tensor) and targets.ndim == 1):
             return
-        if self.acc1.device != outputs.device:
-            self.acc1.to(outputs.device)
-            self.acc5.to(outputs.device)
-        logits = outputs.detach().float()
-        self.acc1.update(logits, targets)
-        self.acc5.update(logits, targets)
+        with torch.no_grad():
+            top = outputs.detach().topk(self.top_k, dim=1).indices
+            hits = top == targets[:, None]
+            batch = torch.stack([hits[:, 0].sum(), hits.any(dim=1).sum(), torch.tensor(len(targets))
+                                 .to(hits.device)]).double()
+        self.counts = batch if self.counts is None else self.counts + batch  # stays on the device: no sync
 
     def batch_end(self, state: State, logger: Logger) -> None:
         # Composer has already averaged the loss over ranks (total_loss_dict); None when AMP skipped the step.
@@ -57,16 +67,25 @@ class ClassificationMetrics(Callback):
             self.loss_sum += float(losses["loss/train/total"])
             self.loss_batches += 1
 
+    def _global_counts(self) -> torch.Tensor:
+        """[top-1 hits, top-5 hits, images] over all ranks; every rank must call this together."""
+        local = self._resumed_counts.clone()
+        if self.counts is not None:
+            local = local.to(self.counts.device) + self.counts
+        if dist.get_world_size() > 1 and dist.is_initialized():
+            dist.all_reduce(local, reduce_operation="SUM")
+        return local.cpu()
+
     def epoch_end(self, state: State, logger: Logger) -> None:
-        if self.acc1.update_count == 0 and self.loss_batches == 0:
-            return
+        correct1, correct5, images = self._global_counts().tolist()
         metrics = {}
         if self.loss_batches:
             metrics["train/loss"] = self.loss_sum / self.loss_batches
-        # compute() synchronises the counts over all ranks, so every rank logs the global figure.
-        metrics["train/acc1"] = float(self.acc1.compute())
-        metrics["train/acc5"] = float(self.acc5.compute())
-        logger.log_metrics(metrics)
+        if images:
+            metrics["train/acc1"] = correct1 / images
+            metrics["train/acc5"] = correct5 / images
+        if metrics:
+            logger.log_metrics(metrics)
         self._reset()
 
     def eval_end(self, state: State, logger: Logger) -> None:
@@ -75,3 +94,16 @@ class ClassificationMetrics(Callback):
         computed = state.eval_metrics[self.eval_label]
         # Composer has computed (and cached) these at EVAL_END already; compute() returns the cached value.
         logger.log_metrics({f"val/{name}": float(computed[name].compute()) for name in VAL_METRICS})
+
+    def state_dict(self) -> dict[str, Any]:
+        # Called on every rank when a checkpoint is saved; only rank 0's copy is written, so it holds the global
+        # counts and the other ranks start from zero when it is loaded.
+        return {"counts": self._global_counts().tolist(), "loss_sum": self.loss_sum,
+                "loss_batches": self.loss_batches}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.counts = None
+        self.loss_sum = float(state.get("loss_sum", 0.0))
+        self.loss_batches = int(state.get("loss_batches", 0))
+        counts = state.get("counts", [0.0, 0.0, 0.0]) if dist.get_global_rank() == 0 else [0.0, 0.0, 0.0]
+        self._resumed_counts = torch.tensor(counts, dtype=torch.float64)

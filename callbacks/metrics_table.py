@@ -47,6 +47,13 @@ class MetricsTable(LoggerDestination):
         if "time/remaining_estimate" in metrics:  # Composer's RuntimeEstimator, in seconds, evaluations included
             self.remaining_seconds = float(metrics["time/remaining_estimate"])
 
+    def state_dict(self) -> dict[str, Any]:
+        # A resume at the very end of an epoch trains no batch before writing its row: keep what was logged.
+        return {"latest": dict(self.latest)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.latest = {k: float(v) for k, v in state.get("latest", {}).items() if k in METRIC_KEYS}
+
     def fit_start(self, state: State, logger: Logger) -> None:
         if dist.get_global_rank() != 0:
             return
@@ -91,10 +98,16 @@ class MetricsTable(LoggerDestination):
 
 
 def format_duration(seconds: float) -> str:
-    minutes = int(seconds // 60)
-    days, minutes = divmod(minutes, 24 * 60)
+    """3d 04h12m, 2h05m, 12m05s or 45s: coarse for long runs, exact enough for short ones."""
+    seconds = max(0, int(round(seconds)))
+    minutes, secs = divmod(seconds, 60)
     hours, minutes = divmod(minutes, 60)
-    return f"{days}d {hours:02d}h{minutes:02d}m" if days else f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d {hours:02d}h{minutes:02d}m"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def _fmt(value: float | None) -> str:

@@ -50,7 +50,9 @@ class TopKCheckpoints(Callback):
 
     def eval_after_all(self, state: State, logger: Logger) -> None:
         metrics = state.eval_metrics.get(self.eval_label, {})
-        if self.k <= 0 or "acc1" not in metrics:
+        # Only evaluations that close an epoch compete: the name carries the epoch, and a mid-epoch evaluation
+        # (eval_interval in batches) would collide with its epoch's own.
+        if self.k <= 0 or "acc1" not in metrics or int(state.timestamp.batch_in_epoch) != 0:
             return
         acc1 = float(metrics["acc1"].compute())
         epoch = int(state.timestamp.epoch)

@@ -1,13 +1,24 @@
-"""Reading Composer checkpoints outside the trainer: evaluation and export to a plain torchvision state_dict."""
+"""Reading Composer checkpoints outside the trainer: evaluation and export to a plain torchvision state_dict.
+
+Loading never runs pickled code by default: ``torch.load(weights_only=True)`` with an allow-list of exactly the
+non-tensor types a Composer checkpoint holds (numpy RNG state, a timedelta, the torch version). A file that
+needs anything else is refused unless the user vouches for it with ``--trust-checkpoint``.
+"""
 
 from __future__ import annotations
 
+import datetime
 import logging
+import pickle
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torchvision
+from torch.torch_version import TorchVersion
 
 from rsb_composer.config import ConfigError
 
@@ -17,13 +28,31 @@ RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnex
            "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2")
 
 
-def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
+# numpy's RNG state pickles as arrays with their dtype classes (numpy.dtypes.UInt32DType, ...).
+SAFE_GLOBALS = [np.ndarray, np.dtype, np._core.multiarray._reconstruct, datetime.timedelta, TorchVersion,
+                *(getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith("DType"))]
+
+
+def load_checkpoint_file(path: str | Path, trust: bool = False) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):
+        raise ConfigError(f"{path}: not a checkpoint (not a torch.save archive)")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any failure to unpickle means "not a checkpoint"
+        if trust:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        else:
+            with torch.serialization.safe_globals(SAFE_GLOBALS):
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):
+            raise ConfigError(f"{path}: not a readable checkpoint ({err})") from None
+        found = re.search(r"got <class '([^']+)'>|GLOBAL ([\w.]+)", str(err))
+        extra = next((g for g in found.groups() if g), "an object") if found else "an object"
+        raise ConfigError(f"{path}: refusing to unpickle {extra} (it could run code); if you trust where the "
+                          "file comes from, pass --trust-checkpoint") from None
+    except Exception as err:  # noqa: BLE001 - any other failure to read means "not a checkpoint"
         raise ConfigError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
     if not isinstance(checkpoint, dict) or "model" not in checkpoint.get("state", {}):
         raise ConfigError(f"{path}: not a Composer checkpoint (no state.model inside)")
@@ -76,9 +105,9 @@ def to_torchvision(weights: dict[str, torch.Tensor], arch: str | None = None) ->
 
 
 def export_checkpoint(checkpoint_path: str | Path, out_path: str | Path, arch: str | None = None,
-                      use_ema: bool = True) -> tuple[str, int, bool]:
+                      use_ema: bool = True, trust: bool = False) -> tuple[str, int, bool]:
     """Write the checkpoint's network as a plain torchvision state_dict; returns (arch, num_classes, is_ema)."""
-    weights, is_ema = model_weights(load_checkpoint_file(checkpoint_path), prefer_ema=use_ema)
+    weights, is_ema = model_weights(load_checkpoint_file(checkpoint_path, trust=trust), prefer_ema=use_ema)
     arch, num_classes = to_torchvision(weights, arch)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

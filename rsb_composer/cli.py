@@ -38,7 +38,9 @@ def _eval(args: argparse.Namespace) -> int:
     from rsb_composer.train import build_trainer
 
     config = load_config(args.config, args.overrides)
-    load_checkpoint_file(args.checkpoint)  # a missing or broken file fails here, in one line
+    # A missing, broken or unsafe file fails here, in one line; once it passes the weights-only check, Composer's
+    # own (full) load of the same file runs no foreign code.
+    load_checkpoint_file(args.checkpoint, trust=args.trust_checkpoint)
     trainer = build_trainer(config, checkpoint=args.checkpoint)
     trainer.eval()
     metrics = {f"val/{name}": float(metric.compute()) for name, metric in trainer.state.eval_metrics["eval"].items()}
@@ -50,7 +52,8 @@ def _eval(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from rsb_composer.checkpoints import export_checkpoint
 
-    arch, num_classes, is_ema = export_checkpoint(args.checkpoint, args.out, arch=args.arch, use_ema=not args.no_ema)
+    arch, num_classes, is_ema = export_checkpoint(args.checkpoint, args.out, arch=args.arch, use_ema=not args.no_ema,
+                                                  trust=args.trust_checkpoint)
     weights = "EMA weights" if is_ema else "weights"
     print(f"wrote {args.out}: torchvision {arch} {weights}, {num_classes} classes; load with "
           f"torchvision.models.{arch}(num_classes={num_classes}).load_state_dict(torch.load({str(args.out)!r}, "
@@ -91,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="the recipe the checkpoint was trained with (its algorithms shape the network)")
     p.add_argument("checkpoint", help="a Composer checkpoint (.pt / .ckpt)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.path=/fsx/imagenet")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="load a checkpoint that needs more than tensors and Composer's plain types (runs its code)")
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("export", help="write a checkpoint's network as a plain torchvision state_dict")
@@ -98,7 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="output file, e.g. resnet50.pth")
     p.add_argument("--arch", default=None, help="torchvision architecture (default: found from the weights)")
     p.add_argument("--no-ema", action="store_true", help="export the training weights even if EMA weights exist")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="load a checkpoint that needs more than tensors and Composer's plain types (runs its code)")
     p.set_defaults(func=_export)
+
     return parser
 
 

@@ -73,6 +73,7 @@ class DataConfig:
     prefetch_factor: int = 2
     pin_memory: bool = True
     persistent_workers: bool = True
+    max_bad_fraction: float = 0.001  # unreadable train images tolerated (skipped); past it the run stops
     toy: ToyConfig = field(default_factory=ToyConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
@@ -360,6 +361,7 @@ def validate(config: Config, check_paths: bool = True) -> None:
         _check(d.eval_batch_size >= 1, "data.eval_batch_size", d.eval_batch_size, "must be at least 1")
     _check(d.num_workers >= 0, "data.num_workers", d.num_workers, "must be 0 or more")
     _check(d.prefetch_factor >= 1, "data.prefetch_factor", d.prefetch_factor, "must be at least 1")
+    _check(0 <= d.max_bad_fraction <= 1, "data.max_bad_fraction", d.max_bad_fraction, "must be in [0, 1]")
     _check(d.repeated_augmentation >= 0, "data.repeated_augmentation", d.repeated_augmentation, "must be >= 0")
     if d.auto_augment is not None:
         _check_auto_augment(d.auto_augment)
@@ -374,6 +376,9 @@ def validate(config: Config, check_paths: bool = True) -> None:
 
         train_classes = list_classes(Path(d.path) / "train")
         _check(bool(train_classes), "data.path", d.path, "train/ holds no class folders")
+        empty = [name for name in train_classes if not any(True for _ in os.scandir(Path(d.path) / "train" / name))]
+        _check(not empty, "data.path", d.path,
+               f"{len(empty)} class folders in train/ are empty (first: {empty[0] if empty else ''})")
         extra = sorted(set(list_classes(Path(d.path) / "val")) - set(train_classes))
         _check(not extra, "data.path", d.path,
                f"val/ has {len(extra)} classes that train/ lacks (first: {extra[0] if extra else ''})")

@@ -40,6 +40,9 @@ class RunFolder:
     def log_file(self, rank: int) -> Path:
         return self.logs / f"train_rank{rank}.log"
 
+    def bad_images(self, rank: int) -> Path:
+        return self.logs / f"bad_images_rank{rank}.txt"
+
     def create(self) -> None:
         for folder in (self.root, self.checkpoints, self.logs, self.plots):
             folder.mkdir(parents=True, exist_ok=True)

@@ -24,18 +24,24 @@ from pathlib import Path  # noqa: E402
 
 from composer import Trainer  # noqa: E402
 from composer.callbacks import RuntimeEstimator  # noqa: E402
-from composer.utils import dist  # noqa: E402
+from composer.utils import dist, reproducibility  # noqa: E402
 
+from callbacks.bad_images import BadImageMonitor, TooManyBadImages  # noqa: E402
+from callbacks.buffer_sync import BroadcastBuffersBeforeEval  # noqa: E402
+from callbacks.divergence import DivergenceGuard, TrainingDiverged  # noqa: E402
 from callbacks.metrics import ClassificationMetrics  # noqa: E402
 from callbacks.metrics_table import format_metrics, read_rows  # noqa: E402
+from callbacks.preemption import Preemption  # noqa: E402
 from callbacks.sampler_epoch import SamplerEpoch  # noqa: E402
 from callbacks.top_k import TopKCheckpoints  # noqa: E402
+from rsb_composer import composer_fixes  # noqa: E402
 from rsb_composer.algorithms import build_algorithms  # noqa: E402
 from rsb_composer.config import Config, ConfigError, load_config  # noqa: E402
 from rsb_composer.data import build_loaders  # noqa: E402
 from rsb_composer.devices import resolve_device, resolve_precision  # noqa: E402
 from rsb_composer.model import build_model, convert_sync_batchnorm  # noqa: E402
 from rsb_composer.optim import build_optimizer, build_scheduler, scaled_lr  # noqa: E402
+from rsb_composer.resume import repair_latest  # noqa: E402
 from rsb_composer.run_folder import RunFolder, setup_logging  # noqa: E402
 from rsb_composer.run_loggers import build_loggers  # noqa: E402
 
@@ -55,15 +61,19 @@ def build_trainer(config: Config, checkpoint: str | None = None) -> Trainer:
     With ``checkpoint``, an evaluation trainer instead: the same model, algorithms (so surgery such as BlurPool
     matches) and optimizer, fully loaded from that file (EMA state included), writing nothing to the run folder.
     """
+    composer_fixes.apply()
     run = RunFolder(Path(config.run_dir))
     if checkpoint is None:
         run.create()
         setup_logging(run)
+    # Seed before the model exists: its random initialisation must be the same on every start of the same
+    # recipe (Composer seeds again inside Trainer, after the model has been built).
+    reproducibility.seed_all(config.seed)
     device = resolve_device()
     precision = resolve_precision(config.precision, device)
     world_size = dist.get_world_size()
 
-    loaders = build_loaders(config)
+    loaders = build_loaders(config, bad_log=run.bad_images(dist.get_global_rank()) if checkpoint is None else None)
     num_classes = config.model.num_classes or loaders.num_classes
     if num_classes < loaders.num_classes:
         raise ConfigError(f"model.num_classes={num_classes}: the data has {loaders.num_classes} classes")
@@ -93,6 +103,7 @@ def build_trainer(config: Config, checkpoint: str | None = None) -> Trainer:
 
     if dist.get_global_rank() == 0:
         run.write_config(config)
+    repair_latest(run.checkpoints)
     progress_bar = config.progress_bar and sys.stderr.isatty()
 
     return Trainer(
@@ -107,6 +118,8 @@ def build_trainer(config: Config, checkpoint: str | None = None) -> Trainer:
         step_schedulers_every_batch=True,
         algorithms=algorithms,
         callbacks=[ClassificationMetrics(num_classes), SamplerEpoch(), RuntimeEstimator(time_unit="seconds"),
+                   DivergenceGuard(run.checkpoints), Preemption(run.checkpoints), BroadcastBuffersBeforeEval(),
+                   BadImageMonitor(run.bad_images(dist.get_global_rank()), config.data.max_bad_fraction),
                    TopKCheckpoints(run.checkpoints, config.checkpoints.keep_top_k)],
         # A progress bar in a log file is a line per update; without a terminal the epoch lines say enough.
         loggers=build_loggers(config, run, progress_bar=progress_bar),
@@ -154,7 +167,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                  final or "none recorded")
         trainer.close()
         return 0
-    trainer.fit()
+    try:
+        trainer.fit()
+    except (TrainingDiverged, TooManyBadImages) as err:
+        log.error("%s", err)
+        print(f"error: {err}", file=sys.stderr)
+        trainer.close()
+        return 1
     trainer.close()
     return 0
 

@@ -79,8 +79,20 @@ def test_imagefolder_val_classes_must_exist_in_train(tmp_path, write_recipe):
     for split, classes in (("train", ["a", "b"]), ("val", ["a", "c"])):
         for name in classes:
             (tmp_path / "imnet" / split / name).mkdir(parents=True)
+            (tmp_path / "imnet" / split / name / "x.jpg").write_bytes(b"")
     with pytest.raises(ConfigError, match="val/ has 1 classes that train/ lacks"):
         load_config(write_recipe(), ["data.source=imagefolder", f"data.path={tmp_path / 'imnet'}"])
+
+
+def test_empty_imagefolder_is_refused_before_any_data_work(tmp_path, write_recipe):
+    (tmp_path / "imnet" / "train").mkdir(parents=True)
+    (tmp_path / "imnet" / "val").mkdir()
+    overrides = ["data.source=imagefolder", f"data.path={tmp_path / 'imnet'}"]
+    with pytest.raises(ConfigError, match="train/ holds no class folders"):
+        load_config(write_recipe(), overrides)
+    (tmp_path / "imnet" / "train" / "n01440764").mkdir()
+    with pytest.raises(ConfigError, match="1 class folders in train/ are empty .first: n01440764."):
+        load_config(write_recipe(), overrides)
 
 
 def test_train_script_reports_bad_config_in_one_line_with_exit_code_2(write_recipe, subprocess_env):

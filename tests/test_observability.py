@@ -9,13 +9,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import torchvision
 
 import callbacks.top_k as top_k
 from callbacks.metrics_table import METRIC_KEYS
 from callbacks.top_k import TopKCheckpoints, kept_checkpoints
 from rsb_composer.config import load_config
-from rsb_composer.data.loaders import build_datasets
 from rsb_composer.run_loggers import wandb_offline_reason
 from tests.conftest import TRAIN_PY
 
@@ -61,7 +59,8 @@ def _run(args, env, cwd):
 def test_metrics_everywhere_wandb_offline_resume_plots_eval_and_export(write_recipe, tmp_path, subprocess_env):
     recipe = write_recipe()
     run_dir = tmp_path / "runs" / "tiny"
-    env = {**subprocess_env, "WANDB_MODE": "offline"}
+    secret = "rsbtest" + "0123456789abcdef" * 2 + "zz"  # a W&B-key-shaped secret that must never be written
+    env = {**subprocess_env, "WANDB_MODE": "offline", "WANDB_API_KEY": secret}
     common = [EMA, "loggers.wandb.project=rsb-test", "loggers.wandb.tags=[ci]", "checkpoints.keep_top_k=1",
               "scheduler.warmup_epochs=0"]
     # A fresh run with autoresume and W&B on (Composer 0.32.1 alone crashes here).
@@ -91,6 +90,9 @@ def test_metrics_everywhere_wandb_offline_resume_plots_eval_and_export(write_rec
     with open(run_dir / "plots" / "lr.csv", newline="") as handle:
         steps = [int(r["step"]) for r in csv.DictReader(handle)]
     assert steps == list(range(16))  # 64 images / batch 8 = 8 steps per epoch, 2 epochs, resumed once
+    for path in run_dir.rglob("*"):  # config.yaml, logs, checkpoints, W&B's files: no secret anywhere
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
     kept = kept_checkpoints(run_dir / "checkpoints")
     assert len(kept) == 1 and kept[0][0] == pytest.approx(max(float(r["val/acc1"]) for r in rows), abs=1e-4)
 
@@ -106,14 +108,23 @@ def test_metrics_everywhere_wandb_offline_resume_plots_eval_and_export(write_rec
     exported = tmp_path / "resnet18.pth"
     note = _run([*cli, "export", str(latest), str(exported)], env, tmp_path).stdout
     assert "resnet18 EMA weights, 4 classes" in note
-    model = torchvision.models.resnet18(num_classes=4)
-    model.load_state_dict(torch.load(exported, weights_only=True))
-    model.eval()
-    config = load_config(recipe)
-    _, val_set, _ = build_datasets(config.data, config.seed)
-    with torch.no_grad():
-        correct = sum(int(model(image[None]).argmax()) == label for image, label in val_set)
-    assert correct / len(val_set) == pytest.approx(float(printed["val/acc1"]), abs=1e-5)
+    # Plain torchvision in a fresh interpreter, the val folder read by torchvision's own ImageFolder, and the
+    # eval transform written out by hand (resize floor(32 / 0.875) = 36, centre crop 32).
+    script = f"""
+import torch, torchvision
+from torchvision import transforms as T
+model = torchvision.models.resnet18(num_classes=4)
+model.load_state_dict(torch.load({str(exported)!r}, weights_only=True))
+model.eval()
+norm = T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+tf = T.Compose([T.Resize(36), T.CenterCrop(32), T.ToTensor(), norm])
+val = torchvision.datasets.ImageFolder({str(load_config(recipe).data.path)!r} + "/val", transform=tf)
+with torch.no_grad():
+    correct = sum(int(model(x[None]).argmax()) == y for x, y in val)
+print(correct / len(val))
+"""
+    acc1 = float(_run([sys.executable, "-c", script], env, tmp_path).stdout.strip())
+    assert acc1 == pytest.approx(float(printed["val/acc1"]), abs=1e-5)
 
 
 def test_top_k_keeps_the_best_files_through_improving_and_worsening_evaluations(tmp_path, monkeypatch):
@@ -124,7 +135,8 @@ def test_top_k_keeps_the_best_files_through_improving_and_worsening_evaluations(
     callback = TopKCheckpoints(tmp_path, k=2)
     metric = SimpleNamespace(value=0.0)
     metric.compute = lambda: torch.tensor(metric.value)
-    state = SimpleNamespace(eval_metrics={"eval": {"acc1": metric}}, timestamp=SimpleNamespace(epoch=0))
+    state = SimpleNamespace(eval_metrics={"eval": {"acc1": metric}}, timestamp=SimpleNamespace(epoch=0,
+                                                                                             batch_in_epoch=0))
     for epoch, acc in enumerate([0.30, 0.50, 0.40, 0.20, 0.55, 0.60, 0.55], start=1):
         state.timestamp.epoch, metric.value = epoch, acc
         callback.eval_after_all(state, logger=None)
@@ -153,7 +165,7 @@ def test_wandb_goes_offline_without_a_key_or_when_told(tmp_path, monkeypatch):
 def test_export_refuses_what_is_not_a_checkpoint(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     for target, message in ((tmp_path / "missing.pt", "checkpoint not found"),
-                            (tmp_path / "notes.txt", "not a readable checkpoint")):
+                            (tmp_path / "notes.txt", "not a checkpoint")):
         result = subprocess.run([sys.executable, "-m", "rsb_composer.cli", "export", str(target),
                                  str(tmp_path / "o.pth")], capture_output=True, text=True, timeout=120)
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,20 +17,53 @@ def list_classes(split_dir: Path) -> list[str]:
     return sorted(entry.name for entry in split_dir.iterdir() if entry.is_dir())
 
 
+log = logging.getLogger(__name__)
+
+# What PIL and torchvision raise on a truncated, corrupt or unreadable image (UnidentifiedImageError is an OSError).
+BAD_IMAGE_ERRORS = (OSError, SyntaxError, ValueError)
+MAX_SUBSTITUTES = 50
+
+
 class ImageFolderSplit(ImageFolder):
-    """An ImageFolder whose label indices come from a given class list (the train split's).
+    """An ImageFolder whose label indices come from a given class list (the train split's), and which skips
+    images it cannot read.
 
     torchvision numbers the classes of each folder separately, so a val split missing one class would shift
     every label after it; fixing the list to train's keeps train and val labels identical.
+
+    A corrupt, truncated or unreadable image is replaced by the next readable one (the batch stays full) and its
+    path appended to ``bad_log``, one line per occurrence, from whichever worker process met it; the trainer
+    counts those lines (callbacks.bad_images) and stops past ``data.max_bad_fraction``.
     """
 
     def __init__(self, root: Path, classes: list[str], transform: Callable | None = None,
-                 allow_empty: bool = False):
+                 allow_empty: bool = False, bad_log: Path | None = None):
         self._fixed_classes = classes
+        self.bad_log = bad_log
         super().__init__(str(root), transform=transform, allow_empty=allow_empty)
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         return self._fixed_classes, {name: index for index, name in enumerate(self._fixed_classes)}
+
+    def __getitem__(self, index: int):
+        for attempt in range(MAX_SUBSTITUTES):
+            position = (index + attempt) % len(self.samples)
+            try:
+                return super().__getitem__(position)
+            except BAD_IMAGE_ERRORS as err:
+                self._record_bad(self.samples[position][0], err)
+        raise RuntimeError(f"{MAX_SUBSTITUTES} unreadable images in a row from {self.samples[index][0]} on; "
+                           f"is {self.root} readable?")
+
+    def _record_bad(self, path: str, err: Exception) -> None:
+        log.warning("skipping unreadable image %s (%s: %s)", path, type(err).__name__, err)
+        if self.bad_log is not None:
+            # O_APPEND writes of one short line are atomic, so worker processes can share the file.
+            fd = os.open(self.bad_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, f"{path}\n".encode())
+            finally:
+                os.close(fd)
 
 
 class SyntheticImages(Dataset):

@@ -28,8 +28,8 @@ class Loaders:
     num_classes: int
 
 
-def build_datasets(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, int]:
-    """(train, val, num_classes) for ``data.source``."""
+def build_datasets(cfg: DataConfig, seed: int, bad_log: Path | None = None) -> tuple[Dataset, Dataset, int]:
+    """(train, val, num_classes) for ``data.source``; unreadable images are recorded in ``bad_log``."""
     if cfg.source == "synthetic":
         s = cfg.synthetic
         return (SyntheticImages(s.train_samples, s.num_classes, cfg.train_resolution, seed),
@@ -37,9 +37,13 @@ def build_datasets(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, int]:
                 s.num_classes)
     root = ensure_toy_dataset(cfg.toy, cfg.path) if cfg.source == "toy" else Path(cfg.path)
     classes = list_classes(root / "train")
-    train = ImageFolderSplit(root / "train", classes, transform=train_transform(cfg))
-    # A val split may lack some of train's classes (a subset for quick checks); train may not.
-    val = ImageFolderSplit(root / "val", classes, transform=eval_transform(cfg), allow_empty=True)
+    try:
+        train = ImageFolderSplit(root / "train", classes, transform=train_transform(cfg), bad_log=bad_log)
+        # A val split may lack some of train's classes (a subset for quick checks); train may not.
+        val = ImageFolderSplit(root / "val", classes, transform=eval_transform(cfg), allow_empty=True,
+                               bad_log=bad_log)
+    except FileNotFoundError as err:  # torchvision: a class folder without a single image file
+        raise ConfigError(f"data.path={str(root)!r}: {str(err).splitlines()[0].strip()}") from None
     return train, val, len(classes)
 
 
@@ -65,9 +69,9 @@ def _loader(dataset: Dataset, cfg: DataConfig, batch_size: int, train: bool, see
     )
 
 
-def build_loaders(config: Config) -> Loaders:
+def build_loaders(config: Config, bad_log: Path | None = None) -> Loaders:
     cfg = config.data
-    train_set, val_set, num_classes = build_datasets(cfg, config.seed)
+    train_set, val_set, num_classes = build_datasets(cfg, config.seed, bad_log)
     train = _loader(train_set, cfg, cfg.batch_size, train=True, seed=config.seed)
     val = _loader(val_set, cfg, config.eval_batch_size, train=False, seed=config.seed)
     log.info(

@@ -1,0 +1,65 @@
+"""SIGTERM (preemption, scheduler time limit): finish the batch, save a checkpoint, stop cleanly.
+
+The handler only raises a flag; at the next BATCH_CHECKPOINT every rank agrees on it (a MAX all-reduce, so a
+signal reaching one rank first stops them all at the same batch), a Composer checkpoint is written and
+``latest-rank0.pt`` is pointed at it, and training stops. Rerunning the same command resumes from there.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+
+import torch
+from composer.core import Callback, State
+from composer.loggers import Logger
+from composer.utils import dist
+from composer.utils.checkpoint import save_checkpoint
+
+from rsb_composer.resume import point_latest_at
+
+log = logging.getLogger(__name__)
+
+
+class Preemption(Callback):
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.requested = False
+        self.saved: str | None = None
+        self._previous = None
+
+    def fit_start(self, state: State, logger: Logger) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self.requested = True
+
+    def batch_checkpoint(self, state: State, logger: Logger) -> None:
+        flag = torch.tensor([1.0 if self.requested else 0.0])
+        if dist.get_world_size() > 1 and dist.is_initialized():
+            device = next(state.model.parameters()).device
+            flag = flag.to(device)
+            dist.all_reduce(flag, reduce_operation="MAX")
+        if flag.item() == 0:
+            return
+        name = f"ep{int(state.timestamp.epoch)}-ba{int(state.timestamp.batch)}-rank0.pt"
+        path = self.folder / name
+        if not path.exists():  # Composer's own saver may have written this batch already
+            save_checkpoint(state, str(self.folder / "ep{epoch}-ba{batch}-rank{rank}.pt"))
+        if dist.get_global_rank() == 0:
+            point_latest_at(self.folder, path)
+        self.saved = str(path)
+        log.warning("SIGTERM: saved %s at epoch %d, batch %d; rerun the same command to resume", path,
+                    int(state.timestamp.epoch), int(state.timestamp.batch))
+        # No evaluation on the way out (Composer would run one at FIT_END): the grace period is short.
+        for evaluator in state.evaluators:
+            evaluator.eval_interval = lambda state, event: False
+        state.stop_training()
+
+    def fit_end(self, state: State, logger: Logger) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
