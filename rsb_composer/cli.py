@@ -1,4 +1,5 @@
-"""The ``rsb-composer`` command: ``train``, ``show-config``, ``lr-schedule``, ``eval``, ``export``."""
+"""The ``rsb-composer`` command: ``train``, ``show-config``, ``lr-schedule``, ``eval``, ``export``, ``preflight``,
+``bench-train``."""
 
 from __future__ import annotations
 
@@ -61,6 +62,28 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _preflight(args: argparse.Namespace) -> int:
+    from rsb_composer.preflight import run_preflight
+
+    return run_preflight(args.config, args.overrides, world_size=args.world_size, batches=args.batches)
+
+
+def _bench_train(args: argparse.Namespace) -> int:
+    from rsb_composer.benchmark import bench_train
+
+    config = load_config(args.config, args.overrides, check_paths=False)
+    result = bench_train(config, steps=args.steps, warmup=args.warmup)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"trainer (callbacks and algorithms on): {result['images_per_sec']:,.1f} images/s")
+        print(f"plain PyTorch loop, same model/batch:  {result['plain_images_per_sec']:,.1f} images/s")
+        print(f"ratio: {result['ratio']:.3f}")
+        if "peak_memory_gib" in result:
+            print(f"peak GPU memory: {result['peak_memory_gib']:.1f} GiB")
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from rsb_composer.train import main as train_main
 
@@ -107,6 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="load a checkpoint that needs more than tensors and Composer's plain types (runs its code)")
     p.set_defaults(func=_export)
 
+    p = with_config("preflight", "check, line by line, that a run is ready to launch")
+    p.add_argument("--world-size", type=int, default=1, help="number of devices (GPUs) in all (default 1)")
+    p.add_argument("--batches", type=int, default=10, help="train batches to time the loader over (default 10)")
+    p.set_defaults(func=_preflight)
+
+    p = with_config("bench-train", "images/s of the real trainer vs a plain PyTorch loop, on synthetic data")
+    p.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_bench_train)
     return parser
 
 
@@ -115,6 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "world_size", 1) < 1:
         print(f"error: --world-size={args.world_size}: must be at least 1", file=sys.stderr)
         return 2
+    for name in ("batches", "steps"):
+        if getattr(args, name, 1) < 1:
+            print(f"error: --{name}={getattr(args, name)}: must be at least 1", file=sys.stderr)
+            return 2
     if getattr(args, "steps_per_epoch", None) is not None and args.steps_per_epoch < 1:
         print(f"error: --steps-per-epoch={args.steps_per_epoch}: must be at least 1", file=sys.stderr)
         return 2
