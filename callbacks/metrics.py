@@ -25,13 +25,15 @@ class ClassificationMetrics(Callback):
     def __init__(self, num_classes: int, eval_label: str = "eval"):
         self.top_k = min(5, num_classes)
         self.eval_label = eval_label
-        self.counts: torch.Tensor | None = None  # this rank's [top-1 hits, top-5 hits, images], on the device
+        self.counts: torch.Tensor | None = None  # this rank's [top-1 hits, top-5 hits], on the device
+        self.images = 0
         self.loss_sum = 0.0
         self.loss_batches = 0
         self._resumed_counts = torch.zeros(3, dtype=torch.float64)
 
     def _reset(self) -> None:
         self.counts = None
+        self.images = 0
         self.loss_sum = 0.0
         self.loss_batches = 0
         self._resumed_counts = torch.zeros(3, dtype=torch.float64)
@@ -56,9 +58,10 @@ class ClassificationMetrics(Callback):
         with torch.no_grad():
             top = outputs.detach().topk(self.top_k, dim=1).indices
             hits = top == targets[:, None]
-            batch = torch.stack([hits[:, 0].sum(), hits.any(dim=1).sum(), torch.tensor(len(targets))
-                                 .to(hits.device)]).double()
-        self.counts = batch if self.counts is None else self.counts + batch  # stays on the device: no sync
+            batch = torch.stack([hits[:, 0].sum(), hits.any(dim=1).sum()]).double()
+        # Hits stay on the device (no sync per step); the image count is known on the host.
+        self.counts = batch if self.counts is None else self.counts + batch
+        self.images += len(targets)
 
     def batch_end(self, state: State, logger: Logger) -> None:
         # Composer has already averaged the loss over ranks (total_loss_dict); None when AMP skipped the step.
@@ -70,8 +73,10 @@ class ClassificationMetrics(Callback):
     def _global_counts(self) -> torch.Tensor:
         """[top-1 hits, top-5 hits, images] over all ranks; every rank must call this together."""
         local = self._resumed_counts.clone()
+        local[2] += self.images
         if self.counts is not None:
-            local = local.to(self.counts.device) + self.counts
+            local = local.to(self.counts.device)
+            local[:2] += self.counts
         if dist.get_world_size() > 1 and dist.is_initialized():
             dist.all_reduce(local, reduce_operation="SUM")
         return local.cpu()
@@ -103,6 +108,7 @@ class ClassificationMetrics(Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.counts = None
+        self.images = 0
         self.loss_sum = float(state.get("loss_sum", 0.0))
         self.loss_batches = int(state.get("loss_batches", 0))
         counts = state.get("counts", [0.0, 0.0, 0.0]) if dist.get_global_rank() == 0 else [0.0, 0.0, 0.0]

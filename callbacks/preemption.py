@@ -1,8 +1,10 @@
 """SIGTERM (preemption, scheduler time limit): finish the batch, save a checkpoint, stop cleanly.
 
-The handler only raises a flag; at the next BATCH_CHECKPOINT every rank agrees on it (a MAX all-reduce, so a
-signal reaching one rank first stops them all at the same batch), a Composer checkpoint is written and
-``latest-rank0.pt`` is pointed at it, and training stops. Rerunning the same command resumes from there.
+The handler only raises a flag. With one process it is read after every batch; with several, every
+``check_every`` batches all ranks agree on it with a MAX all-reduce (a signal reaching one rank first stops them
+all at the same batch) so the collective costs one small message per ``check_every`` steps. Then a Composer
+checkpoint is written, ``latest-rank0.pt`` is pointed at it, and training stops. Rerunning the same command
+resumes from there.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ log = logging.getLogger(__name__)
 
 
 class Preemption(Callback):
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, check_every: int = 10):
         self.folder = Path(folder)
+        self.check_every = check_every
         self.requested = False
         self.saved: str | None = None
         self._previous = None
@@ -40,6 +43,8 @@ class Preemption(Callback):
     def batch_checkpoint(self, state: State, logger: Logger) -> None:
         flag = torch.tensor([1.0 if self.requested else 0.0])
         if dist.get_world_size() > 1 and dist.is_initialized():
+            if int(state.timestamp.batch) % self.check_every:
+                return
             device = next(state.model.parameters()).device
             flag = flag.to(device)
             dist.all_reduce(flag, reduce_operation="MAX")
