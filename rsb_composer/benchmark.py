@@ -28,6 +28,42 @@ from rsb_composer.optim import build_optimizer, scaled_lr
 log = logging.getLogger(__name__)
 
 
+def reference_loader(config: Config) -> DataLoader:
+    """The reference train pipeline for the same settings: torchvision's ImageFolder with timm's create_transform
+    (RandomResizedCrop, flip, RandAugment from the same string, float tensors normalised on the CPU), with the
+    same batch size, workers and sampler as the configured loader."""
+    from timm.data import create_transform
+    from torchvision.datasets import ImageFolder
+
+    from rsb_composer.data.samplers import train_sampler
+    from rsb_composer.data.toy import ensure_toy_dataset
+
+    d = config.data
+    if d.source == "synthetic":
+        raise ValueError("the reference pipeline decodes images: use data.source imagefolder or toy")
+    root = ensure_toy_dataset(d.toy, d.path) if d.source == "toy" else Path(d.path)
+    transform = create_transform(
+        d.train_resolution, is_training=True, scale=tuple(d.crop_scale), interpolation=d.interpolation,
+        auto_augment=d.auto_augment, color_jitter=None if d.auto_augment else 0.4,
+    )
+    dataset = ImageFolder(str(root / "train"), transform=transform)
+    workers = d.num_workers
+    return DataLoader(dataset, batch_size=d.batch_size, sampler=train_sampler(dataset, d, config.seed),
+                      num_workers=workers, prefetch_factor=d.prefetch_factor if workers else None,
+                      persistent_workers=False, pin_memory=d.pin_memory and torch.cuda.is_available(),
+                      drop_last=True)
+
+
+def bench_data(config: Config, batches: int, reference: bool = False) -> dict[str, float]:
+    from rsb_composer.data import build_loaders
+
+    result = {"images_per_sec": measure_loader(build_loaders(config).train, batches)}
+    if reference:
+        result["reference_images_per_sec"] = measure_loader(reference_loader(config), batches)
+        result["ratio"] = result["images_per_sec"] / result["reference_images_per_sec"]
+    return result
+
+
 def measure_loader(loader: DataLoader, batches: int, warmup: int = 2) -> float:
     """Images per second the loader delivers (after ``warmup`` batches that pay for worker start-up)."""
     images, start = 0, None

@@ -1,5 +1,5 @@
 """The ``rsb-composer`` command: ``train``, ``show-config``, ``lr-schedule``, ``eval``, ``export``, ``preflight``,
-``bench-train``."""
+``bench-data``, ``bench-train``."""
 
 from __future__ import annotations
 
@@ -84,6 +84,24 @@ def _bench_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_data(args: argparse.Namespace) -> int:
+    from rsb_composer.benchmark import bench_data
+
+    config = load_config(args.config, args.overrides)
+    try:
+        result = bench_data(config, batches=args.batches, reference=args.reference)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"configured train loader: {result['images_per_sec']:,.1f} images/s")
+        if args.reference:
+            print(f"reference (ImageFolder + timm create_transform): {result['reference_images_per_sec']:,.1f} "
+                  f"images/s; ratio {result['ratio']:.2f}")
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from rsb_composer.train import main as train_main
 
@@ -134,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--world-size", type=int, default=1, help="number of devices (GPUs) in all (default 1)")
     p.add_argument("--batches", type=int, default=10, help="train batches to time the loader over (default 10)")
     p.set_defaults(func=_preflight)
+
+    p = with_config("bench-data", "images/s of the configured train loader (and of the reference pipeline)")
+    p.add_argument("--batches", type=int, default=50, help="timed batches (default 50)")
+    p.add_argument("--reference", action="store_true", help="also time torchvision ImageFolder + timm transforms")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_bench_data)
 
     p = with_config("bench-train", "images/s of the real trainer vs a plain PyTorch loop, on synthetic data")
     p.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")

@@ -58,3 +58,15 @@ def test_bench_train_reports_the_trainer_and_the_plain_loop(write_recipe, tmp_pa
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["images_per_sec"] > 0 and figures["plain_images_per_sec"] > 0
     assert figures["ratio"] == pytest.approx(figures["images_per_sec"] / figures["plain_images_per_sec"])
+
+
+def test_bench_data_times_the_configured_loader_beside_the_reference(write_recipe, tmp_path, subprocess_env):
+    result = _cli("bench-data", write_recipe(), "data.auto_augment=rand-m7-mstd0.5-inc1", "--batches", "3",
+                  "--reference", "--json", env=subprocess_env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["images_per_sec"] > 0 and figures["reference_images_per_sec"] > 0
+    assert figures["ratio"] == pytest.approx(figures["images_per_sec"] / figures["reference_images_per_sec"])
+    synthetic = _cli("bench-data", write_recipe(), "data.source=synthetic", "--reference", env=subprocess_env,
+                     cwd=tmp_path)
+    assert synthetic.returncode == 2 and "reference pipeline decodes images" in synthetic.stderr
