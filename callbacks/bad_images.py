@@ -1,8 +1,10 @@
-"""Counts the unreadable images the datasets skipped and stops the run past ``data.max_bad_fraction``.
+"""Counts the unreadable images the train dataset skipped and stops the run past ``data.max_bad_fraction``.
 
-The datasets (in the loader's worker processes) append each unreadable path to this rank's
-``logs/bad_images_rank{R}.txt``; this callback reads it every ``check_every`` batches and at each epoch end. The
-decision is collective (a MAX all-reduce), so every rank stops at the same batch.
+The dataset (in the loader's worker processes) appends each unreadable path to this rank's
+``logs/bad_images_rank{R}.txt``, started afresh by each launch (so a rerun after fixing the files starts clean);
+this callback reads it every ``check_every`` batches and at each epoch end and compares the occurrences with the
+images this rank has read since the launch. The decision is collective (a MAX all-reduce), so every rank stops
+at the same batch.
 """
 
 from __future__ import annotations
@@ -28,16 +30,23 @@ class BadImageMonitor(Callback):
         self.max_fraction = max_fraction
         self.check_every = check_every
         self.reported = 0
+        self.start_sample = 0
 
-    def _bad_paths(self) -> list[str]:
+    def fit_start(self, state: State, logger: Logger) -> None:
+        self.bad_log.unlink(missing_ok=True)
+        self.start_sample = int(state.timestamp.sample)
+
+    def _occurrences(self) -> list[str]:
         if not self.bad_log.is_file():
             return []
-        return list(dict.fromkeys(self.bad_log.read_text().split("\n")[:-1]))  # unique, in order of discovery
+        return self.bad_log.read_text().split("\n")[:-1]
 
     def _check(self, state: State) -> None:
-        bad = self._bad_paths()
-        shard = len(state.dataloader.sampler) if hasattr(state.dataloader, "sampler") else 0
-        over = 1.0 if shard and len(bad) / shard > self.max_fraction else 0.0
+        occurrences = self._occurrences()
+        bad = list(dict.fromkeys(occurrences))  # unique, in order of discovery
+        # Images this rank has read since the launch (Composer counts samples over all ranks).
+        shard = (int(state.timestamp.sample) - self.start_sample) // max(dist.get_world_size(), 1)
+        over = 1.0 if shard and len(occurrences) / shard > self.max_fraction else 0.0
         flags = torch.tensor([over, float(len(bad))])
         if dist.get_world_size() > 1 and dist.is_initialized():
             flags = flags.to(next(state.model.parameters()).device)
@@ -45,7 +54,7 @@ class BadImageMonitor(Callback):
         if flags[0].item() > 0:
             first = ", ".join(bad[:5]) if bad else "(on another rank: see its logs/bad_images_rank*.txt)"
             raise TooManyBadImages(
-                f"{len(bad)} of this rank's {shard} train images are unreadable, more than "
+                f"{len(occurrences)} of the {shard} train images this rank read were unreadable, more than "
                 f"data.max_bad_fraction={self.max_fraction}; first: {first}. Fix or remove them (or raise "
                 "data.max_bad_fraction), then rerun the same command to resume"
             )

@@ -15,7 +15,9 @@ from composer.utils import dist
 
 
 class BroadcastBuffersBeforeEval(Callback):
-    def eval_before_all(self, state: State, logger: Logger) -> None:
+    # EVAL_START, not EVAL_BEFORE_ALL: Composer runs algorithms before callbacks, so EMA has swapped its averaged
+    # weights in by now and those are the ones broadcast and evaluated.
+    def eval_start(self, state: State, logger: Logger) -> None:
         if dist.get_world_size() > 1 and dist.is_initialized():
             for buffer in state.model.buffers():
                 dist.broadcast(buffer, src=0)

@@ -27,6 +27,7 @@ class ClassificationMetrics(Callback):
         self.eval_label = eval_label
         self.counts: torch.Tensor | None = None  # this rank's [top-1 hits, top-5 hits], on the device
         self.images = 0
+        self.device = torch.device("cpu")  # the model's: NCCL all-reduces only device tensors
         self.loss_sum = 0.0
         self.loss_batches = 0
         self._resumed_counts = torch.zeros(3, dtype=torch.float64)
@@ -39,6 +40,7 @@ class ClassificationMetrics(Callback):
         self._resumed_counts = torch.zeros(3, dtype=torch.float64)
 
     def fit_start(self, state: State, logger: Logger) -> None:
+        self.device = next(state.model.parameters()).device
         if int(state.timestamp.batch_in_epoch) == 0:
             self._reset()  # a fresh epoch; a mid-epoch resume keeps the counts restored from the checkpoint
 
@@ -72,11 +74,10 @@ class ClassificationMetrics(Callback):
 
     def _global_counts(self) -> torch.Tensor:
         """[top-1 hits, top-5 hits, images] over all ranks; every rank must call this together."""
-        local = self._resumed_counts.clone()
+        local = self._resumed_counts.clone().to(self.device)
         local[2] += self.images
         if self.counts is not None:
-            local = local.to(self.counts.device)
-            local[:2] += self.counts
+            local[:2] += self.counts.to(self.device)
         if dist.get_world_size() > 1 and dist.is_initialized():
             dist.all_reduce(local, reduce_operation="SUM")
         return local.cpu()

@@ -1,4 +1,4 @@
-"""Headless plots of a run: ``plots/curves.png`` (loss, acc1, acc5 by epoch, redrawn after each evaluation)
+"""Headless plots of a run: ``plots/curves.png`` (loss, acc1, acc5 by epoch, redrawn at each epoch end)
 and ``plots/lr.png`` (the LR by step, from ``plots/lr.csv``, which records it as the run goes)."""
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class RunPlots(LoggerDestination):
 
     def _flush_and_draw(self) -> None:
         if dist.get_global_rank() != 0:
+            self.pending = []  # only rank 0 writes; the others must not accumulate forever
             return
         self._write_lr(self.pending, mode="a")
         self.pending = []

@@ -2,9 +2,10 @@
 
 The handler only raises a flag. With one process it is read after every batch; with several, every
 ``check_every`` batches all ranks agree on it with a MAX all-reduce (a signal reaching one rank first stops them
-all at the same batch) so the collective costs one small message per ``check_every`` steps. Then a Composer
-checkpoint is written, ``latest-rank0.pt`` is pointed at it, and training stops. Rerunning the same command
-resumes from there.
+all at the same batch) so the collective costs one small message per ``check_every`` steps. Then training stops:
+``state.stop_training()`` ends the run at this batch, and Composer's checkpoint saver, which runs after this
+callback at the same BATCH_CHECKPOINT, saves the end of training (and points ``latest`` at it). Rerunning the same
+command resumes from there.
 """
 
 from __future__ import annotations
@@ -18,9 +19,6 @@ import torch
 from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
-from composer.utils.checkpoint import save_checkpoint
-
-from rsb_composer.resume import point_latest_at
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +48,7 @@ class Preemption(Callback):
             dist.all_reduce(flag, reduce_operation="MAX")
         if flag.item() == 0:
             return
-        name = f"ep{int(state.timestamp.epoch)}-ba{int(state.timestamp.batch)}-rank0.pt"
-        path = self.folder / name
-        if not path.exists():  # Composer's own saver may have written this batch already
-            save_checkpoint(state, str(self.folder / "ep{epoch}-ba{batch}-rank{rank}.pt"))
-        if dist.get_global_rank() == 0:
-            point_latest_at(self.folder, path)
+        path = self.folder / f"ep{int(state.timestamp.epoch)}-ba{int(state.timestamp.batch)}-rank0.pt"
         self.saved = str(path)
         log.warning("SIGTERM: saved %s at epoch %d, batch %d; rerun the same command to resume", path,
                     int(state.timestamp.epoch), int(state.timestamp.batch))

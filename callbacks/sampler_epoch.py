@@ -2,7 +2,8 @@
 
 Composer 0.32.1 calls ``set_epoch`` only on a torch DistributedSampler; any other sampler with ``set_epoch``
 (timm's RepeatAugSampler) would replay epoch 0's order every epoch. EPOCH_START runs before the trainer
-creates the epoch's iterator, so setting it here takes effect for the coming epoch (and on resume).
+creates the epoch's iterator, so setting it there takes effect for the coming epoch; Composer skips EPOCH_START
+when it resumes mid-epoch, so FIT_START sets it too.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 
 class SamplerEpoch(Callback):
+    def fit_start(self, state: State, logger: Logger) -> None:
+        self.epoch_start(state, logger)
+
     def epoch_start(self, state: State, logger: Logger) -> None:
         loader = state.dataloader
         sampler = getattr(loader, "sampler", None) if isinstance(loader, DataLoader) else None

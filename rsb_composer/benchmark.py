@@ -44,7 +44,7 @@ def reference_loader(config: Config) -> DataLoader:
     root = ensure_toy_dataset(d.toy, d.path) if d.source == "toy" else Path(d.path)
     transform = create_transform(
         d.train_resolution, is_training=True, scale=tuple(d.crop_scale), interpolation=d.interpolation,
-        auto_augment=d.auto_augment, color_jitter=None if d.auto_augment else 0.4,
+        auto_augment=d.auto_augment, color_jitter=None,  # the configured pipeline has no colour jitter either
     )
     dataset = ImageFolder(str(root / "train"), transform=transform)
     workers = d.num_workers
@@ -125,13 +125,22 @@ def synthetic_config(config: Config, steps: int, warmup: int, run_dir: str) -> C
 def trainer_throughput(config: Config, steps: int, warmup: int) -> float:
     from rsb_composer.train import build_trainer
 
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     with tempfile.TemporaryDirectory(prefix="rsb-bench-") as tmp:
         cfg = synthetic_config(config, steps, warmup, run_dir=str(Path(tmp) / "run"))
-        trainer = build_trainer(cfg)
-        timer = _StepTimer(warmup)
-        trainer.state.callbacks.append(timer)
-        trainer.fit()
-        trainer.close()
+        try:
+            trainer = build_trainer(cfg)
+            timer = _StepTimer(warmup)
+            trainer.state.callbacks.append(timer)
+            trainer.fit()
+            trainer.close()
+        finally:  # build_trainer pointed logging into the temporary run folder; undo that
+            for handler in list(root.handlers):
+                if handler not in handlers:
+                    root.removeHandler(handler)
+                    handler.close()
+            root.setLevel(level)
         return timer.images_per_sec()
 
 

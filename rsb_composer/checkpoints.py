@@ -29,8 +29,9 @@ RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnex
 
 
 # numpy's RNG state pickles as arrays with their dtype classes (numpy.dtypes.UInt32DType, ...).
-SAFE_GLOBALS = [np.ndarray, np.dtype, np._core.multiarray._reconstruct, datetime.timedelta, TorchVersion,
-                *(getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith("DType"))]
+_multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray  # numpy 2 / 1
+SAFE_GLOBALS = [np.ndarray, np.dtype, _multiarray._reconstruct, datetime.timedelta, TorchVersion,
+                *(getattr(np.dtypes, name) for name in dir(getattr(np, "dtypes", object)) if name.endswith("DType"))]
 
 
 def load_checkpoint_file(path: str | Path, trust: bool = False) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """The ``rsb-composer`` command: ``train``, ``show-config``, ``lr-schedule``, ``eval``, ``export``, ``preflight``,
-``bench-data``, ``bench-train``."""
+``bench-data``, ``bench-train``, ``convert-mds``."""
 
 from __future__ import annotations
 
@@ -102,6 +102,22 @@ def _bench_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert_mds(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rsb_composer.data.streaming import convert_imagefolder
+
+    root = Path(args.imagefolder_root)
+    for split in ("train", "val"):
+        if not (root / split).is_dir():
+            raise ConfigError(f"{root}: no '{split}' folder (expected the ImageNet layout: train/<class>/*, "
+                              "val/<class>/*)")
+    written = convert_imagefolder(root, args.out_dir)
+    print(f"wrote {written['train']} train and {written['val']} val images as MDS shards to {args.out_dir}; "
+          f"train from them with data.source=streaming data.remote={args.out_dir} data.local=/tmp/mds-cache")
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from rsb_composer.train import main as train_main
 
@@ -152,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--world-size", type=int, default=1, help="number of devices (GPUs) in all (default 1)")
     p.add_argument("--batches", type=int, default=10, help="train batches to time the loader over (default 10)")
     p.set_defaults(func=_preflight)
+
+    p = sub.add_parser("convert-mds", help="write an ImageFolder tree as MosaicML streaming (MDS) shards")
+    p.add_argument("imagefolder_root", help="folder holding train/ and val/ in the ImageNet layout")
+    p.add_argument("out_dir", help="output folder (upload it to s3://... or gs://... to stream from there)")
+    p.set_defaults(func=_convert_mds)
 
     p = with_config("bench-data", "images/s of the configured train loader (and of the reference pipeline)")
     p.add_argument("--batches", type=int, default=50, help="timed batches (default 50)")

@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 
 
 PRECISIONS = ("fp32", "amp_fp16", "amp_bf16")
-DATA_SOURCES = ("imagefolder", "toy", "synthetic")
+DATA_SOURCES = ("imagefolder", "toy", "synthetic", "streaming")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 OPTIMIZERS = ("sgd", "decoupled_sgdw", "lamb", "adamw")
 LOSSES = ("cross_entropy", "bce")
@@ -58,8 +58,8 @@ class SyntheticConfig:
 class DataConfig:
     source: str = "imagefolder"
     path: str | None = None  # imagefolder: root with train/ and val/; toy: where to generate (default: cache)
-    remote: str | None = None
-    local: str | None = None
+    remote: str | None = None  # streaming: where the MDS shards are (s3://..., gs://..., or a folder)
+    local: str | None = None  # streaming: local cache of the shards
     train_resolution: int = 224
     eval_resolution: int = 224
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop area range
@@ -382,6 +382,18 @@ def validate(config: Config, check_paths: bool = True) -> None:
         extra = sorted(set(list_classes(Path(d.path) / "val")) - set(train_classes))
         _check(not extra, "data.path", d.path,
                f"val/ has {len(extra)} classes that train/ lacks (first: {extra[0] if extra else ''})")
+    if d.source == "streaming":
+        if not (d.remote or d.local):
+            raise ConfigError("data.source=streaming needs data.remote (s3://..., gs://... or a folder of MDS shards "
+                              "from `rsb-composer convert-mds`) and/or data.local (the local cache)")
+        from rsb_composer.data.streaming import local_classes
+
+        if config.model.num_classes is None and local_classes(d.remote, d.local) is None:
+            raise ConfigError("model.num_classes is not set and data.remote is not a local folder to read "
+                              "classes.txt from; set model.num_classes (1000 for ImageNet)")
+        if check_paths and d.remote and "://" not in d.remote:
+            index = Path(d.remote) / "train" / "index.json"
+            _check(index.is_file(), "data.remote", d.remote, f"no MDS shards at {index.parent} (no index.json)")
     if d.source == "toy":
         t = d.toy
         _check(2 <= t.num_classes <= 10, "data.toy.num_classes", t.num_classes, "the toy set has 2 to 10 classes")

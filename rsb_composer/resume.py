@@ -52,6 +52,7 @@ def repair_latest(folder: Path) -> Path | None:
     """
     if not folder.is_dir():
         return None
+    folder = folder.resolve()  # symlink targets resolve to absolute paths; compare like with like
     with open(folder / ".resume.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         latest = folder / LATEST

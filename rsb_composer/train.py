@@ -103,7 +103,10 @@ def build_trainer(config: Config, checkpoint: str | None = None) -> Trainer:
 
     if dist.get_global_rank() == 0:
         run.write_config(config)
-    repair_latest(run.checkpoints)
+    if dist.get_local_rank() == 0:
+        # The other ranks of this node load only after Composer's autoresume barrier, which local rank 0
+        # reaches after this repair.
+        repair_latest(run.checkpoints)
     progress_bar = config.progress_bar and sys.stderr.isatty()
 
     return Trainer(
@@ -170,7 +173,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         trainer.fit()
     except (TrainingDiverged, TooManyBadImages) as err:
-        log.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
         trainer.close()
         return 1

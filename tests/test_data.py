@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from rsb_composer.config import DataConfig, ToyConfig
+from rsb_composer.config import ConfigError, DataConfig, ToyConfig
 from rsb_composer.data.datasets import ImageFolderSplit, SyntheticImages, list_classes
 from rsb_composer.data.toy import MARKER, ensure_toy_dataset
 from rsb_composer.data.transforms import eval_resize_size, eval_transform, train_transform
@@ -38,7 +38,7 @@ def test_toy_generation_is_deterministic_and_reused(tmp_path):
 def test_toy_refuses_to_overwrite_a_foreign_folder(tmp_path):
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "thesis.txt").write_text("do not delete")
-    with pytest.raises(FileExistsError, match="holds no toy set"):
+    with pytest.raises(ConfigError, match="holds no toy set"):
         ensure_toy_dataset(SMALL, str(tmp_path / "busy"))
 
 

@@ -28,8 +28,18 @@ class Loaders:
     num_classes: int
 
 
-def build_datasets(cfg: DataConfig, seed: int, bad_log: Path | None = None) -> tuple[Dataset, Dataset, int]:
+def build_datasets(cfg: DataConfig, seed: int, bad_log: Path | None = None,
+                   num_classes: int | None = None) -> tuple[Dataset, Dataset, int]:
     """(train, val, num_classes) for ``data.source``; unreadable images are recorded in ``bad_log``."""
+    if cfg.source == "streaming":
+        from rsb_composer.data.streaming import StreamingImages, local_classes
+
+        classes = local_classes(cfg.remote, cfg.local)
+        train = StreamingImages(cfg.remote, cfg.local, "train", shuffle=True, batch_size=cfg.batch_size,
+                                transform=train_transform(cfg), seed=seed)
+        val = StreamingImages(cfg.remote, cfg.local, "val", shuffle=False, batch_size=cfg.eval_batch_size or
+                              cfg.batch_size, transform=eval_transform(cfg), seed=seed)
+        return train, val, num_classes or len(classes or [])
     if cfg.source == "synthetic":
         s = cfg.synthetic
         return (SyntheticImages(s.train_samples, s.num_classes, cfg.train_resolution, seed),
@@ -40,8 +50,8 @@ def build_datasets(cfg: DataConfig, seed: int, bad_log: Path | None = None) -> t
     try:
         train = ImageFolderSplit(root / "train", classes, transform=train_transform(cfg), bad_log=bad_log)
         # A val split may lack some of train's classes (a subset for quick checks); train may not.
-        val = ImageFolderSplit(root / "val", classes, transform=eval_transform(cfg), allow_empty=True,
-                               bad_log=bad_log)
+        # Unreadable val images are skipped and logged too, but not counted against the train limit.
+        val = ImageFolderSplit(root / "val", classes, transform=eval_transform(cfg), allow_empty=True)
     except FileNotFoundError as err:  # torchvision: a class folder without a single image file
         raise ConfigError(f"data.path={str(root)!r}: {str(err).splitlines()[0].strip()}") from None
     return train, val, len(classes)
@@ -55,7 +65,11 @@ def shard_digest(sampler: torch.utils.data.Sampler, epoch: int = 0) -> str:
 
 
 def _loader(dataset: Dataset, cfg: DataConfig, batch_size: int, train: bool, seed: int) -> DataLoader:
-    sampler = train_sampler(dataset, cfg, seed) if train else eval_sampler(dataset)
+    # Streaming datasets split the samples over ranks and workers (and shuffle) themselves.
+    if cfg.source == "streaming":
+        sampler = None
+    else:
+        sampler = train_sampler(dataset, cfg, seed) if train else eval_sampler(dataset)
     workers = cfg.num_workers
     return DataLoader(
         dataset,
@@ -71,14 +85,16 @@ def _loader(dataset: Dataset, cfg: DataConfig, batch_size: int, train: bool, see
 
 def build_loaders(config: Config, bad_log: Path | None = None) -> Loaders:
     cfg = config.data
-    train_set, val_set, num_classes = build_datasets(cfg, config.seed, bad_log)
+    train_set, val_set, num_classes = build_datasets(cfg, config.seed, bad_log, config.model.num_classes)
     train = _loader(train_set, cfg, cfg.batch_size, train=True, seed=config.seed)
     val = _loader(val_set, cfg, config.eval_batch_size, train=False, seed=config.seed)
+    if cfg.source == "streaming":  # an IterableDataset: its len() is already this rank's share; size is the total
+        shares = (len(train_set), train_set.size, "chosen by streaming", len(val_set), val_set.size)
+    else:
+        shares = (len(train.sampler), len(train_set), shard_digest(train.sampler), len(val.sampler), len(val_set))
     log.info(
         "data: %s, %d classes; rank %d of %d reads %d of %d train images per epoch (epoch-1 order %s), "
-        "%d of %d val images",
-        cfg.source, num_classes, dist.get_global_rank(), dist.get_world_size(), len(train.sampler), len(train_set),
-        shard_digest(train.sampler), len(val.sampler), len(val_set),
+        "%d of %d val images", cfg.source, num_classes, dist.get_global_rank(), dist.get_world_size(), *shares,
     )
     if len(train) == 0:
         raise ConfigError(

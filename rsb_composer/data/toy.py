@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from rsb_composer.config import ToyConfig
+from rsb_composer.config import ConfigError, ToyConfig
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,9 @@ def ensure_toy_dataset(cfg: ToyConfig, path: str | None = None) -> Path:
         if _is_complete(root, cfg):
             return root
         if root.exists() and any(root.iterdir()):
-            raise FileExistsError(
-                f"{root} exists but holds no toy set for these parameters; remove it or choose another data.path"
+            raise ConfigError(
+                f"data.path={str(root)!r}: exists but holds no toy set for these parameters; remove it or choose "
+                "another data.path"
             )
         log.info("generating the toy dataset (%d classes, %d+%d images per class, %d px) in %s",
                  cfg.num_classes, cfg.train_per_class, cfg.val_per_class, cfg.image_size, root)
