@@ -426,7 +426,8 @@ def validate(config: Config, check_paths: bool = True) -> None:
     _check(not o.nesterov or o.momentum > 0, "optimizer.nesterov", o.nesterov, "needs optimizer.momentum > 0")
 
     s = config.scheduler
-    _check(s.warmup_epochs >= 0, "scheduler.warmup_epochs", s.warmup_epochs, "must be >= 0")
+    _check(s.warmup_epochs == 0 or s.warmup_epochs >= 1, "scheduler.warmup_epochs", s.warmup_epochs,
+           "must be 0 (none) or at least 1: epoch 0 starts the ramp and epoch warmup_epochs - 1 runs at the peak")
     _check(0 <= s.warmup_start_factor <= 1, "scheduler.warmup_start_factor", s.warmup_start_factor,
            "must be in [0, 1]")
     _check(0 <= s.min_lr_factor < 1, "scheduler.min_lr_factor", s.min_lr_factor, "must be in [0, 1)")

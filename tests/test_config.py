@@ -58,6 +58,7 @@ def test_exponent_without_dot_is_coerced_to_a_number(write_recipe):
          "data.path='/nonexistent/imagenet': no 'train' folder"),
         (["data.source=imagefolder", "data.path=null"], "data.path is not set"),
         (["model.arch=vgg16"], "must name a torchvision ResNet"),
+        (["scheduler.warmup_epochs=0.5"], "scheduler.warmup_epochs=0.5: must be 0 (none) or at least 1"),
     ],
 )
 def test_bad_values_are_refused_with_the_key_named(write_recipe, overrides, message):
