@@ -141,6 +141,21 @@ def build_trainer(config: Config, checkpoint: str | None = None) -> Trainer:
     )
 
 
+def check_resume_geometry(trainer: Trainer, global_batch: int) -> None:
+    """Refuse a resume with another global batch (world size or data.batch_size changed).
+
+    The LR schedule counts optimizer steps and the linear scaling rule set the LR for the old global batch: a
+    checkpoint from another geometry would shift the warmup and cosine and mis-scale the LR, silently.
+    """
+    done = int(trainer.state.timestamp.batch)
+    if done and int(trainer.state.timestamp.sample) != done * global_batch:
+        was = int(trainer.state.timestamp.sample) / done
+        raise ConfigError(
+            f"the checkpoint in this run's folder was trained with a global batch of {was:g}, now {global_batch}: "
+            "resume with the original world size and data.batch_size, or start a new run (run_name=...)"
+        )
+
+
 def is_complete(trainer: Trainer) -> bool:
     state = trainer.state
     return state.max_duration is not None and state.timestamp.get(state.max_duration.unit) >= state.max_duration
@@ -160,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config, args.overrides)
         trainer = build_trainer(config)
+        check_resume_geometry(trainer, config.data.batch_size * dist.get_world_size())
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

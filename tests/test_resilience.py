@@ -220,3 +220,14 @@ def test_eval_and_export_refuse_a_checkpoint_that_would_run_code(tmp_path, write
         assert result.returncode == 2 and not marker.exists()
         assert "refusing to unpickle posix.system" in result.stderr and "--trust-checkpoint" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_resuming_with_another_batch_size_is_refused(write_recipe, tmp_path, subprocess_env):
+    recipe = write_recipe()
+    run_dir = tmp_path / "run"
+    _finish(_launch(recipe, run_dir, subprocess_env, tmp_path, nproc=1, extra=["max_duration=1ep"]))
+    process = _launch(recipe, run_dir, subprocess_env, tmp_path, nproc=1,
+                      extra=["max_duration=2ep", "data.batch_size=4"])
+    out, _ = process.communicate(timeout=300)
+    assert process.returncode == 2 and "Traceback" not in out
+    assert "trained with a global batch of 8, now 4" in out
