@@ -28,7 +28,6 @@ class Preemption(Callback):
         self.folder = Path(folder)
         self.check_every = check_every
         self.requested = False
-        self.saved: str | None = None
         self._previous = None
 
     def fit_start(self, state: State, logger: Logger) -> None:
@@ -49,7 +48,6 @@ class Preemption(Callback):
         if flag.item() == 0:
             return
         path = self.folder / f"ep{int(state.timestamp.epoch)}-ba{int(state.timestamp.batch)}-rank0.pt"
-        self.saved = str(path)
         log.warning("SIGTERM: saved %s at epoch %d, batch %d; rerun the same command to resume", path,
                     int(state.timestamp.epoch), int(state.timestamp.batch))
         # No evaluation on the way out (Composer would run one at FIT_END): the grace period is short.
