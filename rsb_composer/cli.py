@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from rsb_composer.config import ConfigError, load_config
 
@@ -95,16 +96,35 @@ def _bench_data(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"configured train loader: {result['images_per_sec']:,.1f} images/s")
+        print(f"configured train loader (data.pipeline={config.data.pipeline}): {result['images_per_sec']:,.1f} "
+              "images/s")
         if args.reference:
-            print(f"reference (ImageFolder + timm create_transform): {result['reference_images_per_sec']:,.1f} "
-                  f"images/s; ratio {result['ratio']:.2f}")
+            print(f"reference (data.pipeline=reference: ImageFolder + timm create_transform): "
+                  f"{result['reference_images_per_sec']:,.1f} images/s; ratio {result['ratio']:.2f}")
+            print(f"CPU time per image, one process: {result['ms_per_image']:.2f} ms, reference "
+                  f"{result['reference_ms_per_image']:.2f} ms; ratio "
+                  f"{result['reference_ms_per_image'] / result['ms_per_image']:.2f}")
+    return 0
+
+
+def _bench_index(args: argparse.Namespace) -> int:
+    from rsb_composer.benchmark import bench_index
+
+    try:
+        result = bench_index(Path(args.root), args.files, drop_caches=args.drop_caches)
+    except PermissionError as err:
+        raise ConfigError(f"--drop-caches needs root ({err})") from None
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['files']:,} files in {result['classes']:,} classes; index {result['index_mib']:.1f} MiB")
+        print(f"torchvision listing:          {result['torchvision_listing_s']:.3f} s")
+        print(f"first start (list, keep):     {result['first_start_s']:.3f} s")
+        print(f"later starts (check, load):   {result['later_start_s']:.3f} s  ({result['speedup']:.1f}x faster)")
     return 0
 
 
 def _convert_mds(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from rsb_composer.data.streaming import convert_imagefolder
 
     root = Path(args.imagefolder_root)
@@ -180,6 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_bench_data)
 
+    p = sub.add_parser("bench-index", help="ImageFolder start-up: torchvision's listing vs the kept index")
+    p.add_argument("root", help="folder with train/ (an ImageNet tree), or where to generate one")
+    p.add_argument("--files", type=int, default=100_000, help="files to generate if root/train is absent")
+    p.add_argument("--drop-caches", action="store_true",
+                   help="empty the kernel's file caches before each timing (root only): cold, as a network mount")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_bench_index)
+
     p = with_config("bench-train", "images/s of the real trainer vs a plain PyTorch loop, on synthetic data")
     p.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
@@ -193,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "world_size", 1) < 1:
         print(f"error: --world-size={args.world_size}: must be at least 1", file=sys.stderr)
         return 2
-    for name in ("batches", "steps"):
+    for name in ("batches", "steps", "files"):
         if getattr(args, name, 1) < 1:
             print(f"error: --{name}={getattr(args, name)}: must be at least 1", file=sys.stderr)
             return 2

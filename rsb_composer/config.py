@@ -25,6 +25,8 @@ class ConfigError(ValueError):
 PRECISIONS = ("fp32", "amp_fp16", "amp_bf16")
 DATA_SOURCES = ("imagefolder", "toy", "synthetic", "streaming")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+PIPELINES = ("fast", "reference")
+TOY_TEXTURES = ("smooth", "fractal")
 OPTIMIZERS = ("sgd", "decoupled_sgdw", "lamb", "adamw")
 LOSSES = ("cross_entropy", "bce")
 
@@ -43,7 +45,9 @@ class ToyConfig:
     num_classes: int = 10
     train_per_class: int = 300
     val_per_class: int = 50
-    image_size: int = 64
+    image_size: int = 64  # square images of this size; with max_image_size, the smallest width
+    max_image_size: int | None = None  # widths uniform in [image_size, max_image_size], heights 2/3 to 1 of that
+    texture: str = "smooth"  # fractal: 1/f noise, with the detail (and JPEG size) of photographs, for benchmarks
     seed: int = 0
 
 
@@ -65,6 +69,8 @@ class DataConfig:
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop area range
     crop_pct: float = 0.875  # eval: resize to eval_resolution / crop_pct, then centre-crop eval_resolution
     interpolation: str = "bilinear"
+    pipeline: str = "fast"  # fast: uint8 arrays, normalised on the device; reference: timm's PIL transforms
+    index_cache: bool = True  # keep the ImageFolder file list beside the data (or in ~/.cache); relist on change
     auto_augment: str | None = None  # timm RandAugment string, e.g. rand-m7-mstd0.5-inc1 (the paper's)
     repeated_augmentation: int = 0  # >1: timm's RepeatAugSampler with this many repeats (the paper's 3)
     batch_size: int = 256  # per device
@@ -351,6 +357,7 @@ def validate(config: Config, check_paths: bool = True) -> None:
     d = config.data
     _check_choice("data.source", d.source, DATA_SOURCES)
     _check_choice("data.interpolation", d.interpolation, INTERPOLATIONS)
+    _check_choice("data.pipeline", d.pipeline, PIPELINES)
     for key in ("train_resolution", "eval_resolution"):
         _check(getattr(d, key) >= 16, f"data.{key}", getattr(d, key), "must be at least 16 pixels")
     _check(len(d.crop_scale) == 2 and 0.0 < d.crop_scale[0] <= d.crop_scale[1] <= 1.0, "data.crop_scale",
@@ -400,6 +407,10 @@ def validate(config: Config, check_paths: bool = True) -> None:
         _check(t.train_per_class >= 1, "data.toy.train_per_class", t.train_per_class, "must be at least 1")
         _check(t.val_per_class >= 1, "data.toy.val_per_class", t.val_per_class, "must be at least 1")
         _check(t.image_size >= 16, "data.toy.image_size", t.image_size, "must be at least 16 pixels")
+        if t.max_image_size is not None:
+            _check(t.max_image_size >= t.image_size, "data.toy.max_image_size", t.max_image_size,
+                   f"must be at least data.toy.image_size={t.image_size}")
+        _check_choice("data.toy.texture", t.texture, TOY_TEXTURES)
     if d.source == "synthetic":
         s = d.synthetic
         _check(s.num_classes >= 2, "data.synthetic.num_classes", s.num_classes, "need at least 2 classes")

@@ -60,7 +60,7 @@ def _loader_speed(loaders, batches: int) -> tuple[float | None, Check]:
     from rsb_composer.benchmark import measure_loader
 
     try:
-        speed = measure_loader(loaders.train, batches)
+        speed = measure_loader(loaders.train, batches, loaders.batch_transform)
     except ValueError as err:
         return None, Check(WARN, "train loader speed", str(err))
     return speed, Check(OK, "train loader speed", f"{speed:,.0f} images/s per process over {batches} batches "

@@ -94,7 +94,8 @@ def build_trainer(config: Config, checkpoint: str | None = None) -> Trainer:
 
     if checkpoint is not None:
         return Trainer(
-            run_name=config.run_name, model=model, train_dataloader=loaders.train, eval_dataloader=loaders.eval,
+            run_name=config.run_name, model=model, train_dataloader=loaders.spec(loaders.train),
+            eval_dataloader=loaders.spec(loaders.eval),
             max_duration=config.max_duration, optimizers=optimizer, schedulers=scheduler,
             step_schedulers_every_batch=True, algorithms=algorithms, callbacks=[ClassificationMetrics(num_classes)],
             loggers=[], progress_bar=False, log_to_console=False, device=device, precision=precision,
@@ -112,8 +113,8 @@ def build_trainer(config: Config, checkpoint: str | None = None) -> Trainer:
     return Trainer(
         run_name=config.run_name,
         model=model,
-        train_dataloader=loaders.train,
-        eval_dataloader=loaders.eval,
+        train_dataloader=loaders.spec(loaders.train),
+        eval_dataloader=loaders.spec(loaders.eval),
         max_duration=config.max_duration,
         eval_interval=config.eval_interval,
         optimizers=optimizer,

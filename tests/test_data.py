@@ -68,14 +68,19 @@ def test_val_labels_follow_the_train_class_list(tmp_path):
     assert sorted(label for _, label in val.samples) == [0, 2]
 
 
-def test_train_and_eval_transforms_shapes_and_resize_rule():
-    cfg = DataConfig(train_resolution=40, eval_resolution=48, crop_pct=0.75, interpolation="bicubic")
+@pytest.mark.parametrize("pipeline", ["fast", "reference"])
+def test_train_and_eval_transforms_shapes_and_resize_rule(pipeline):
+    cfg = DataConfig(train_resolution=40, eval_resolution=48, crop_pct=0.75, interpolation="bicubic",
+                     auto_augment="rand-m7-mstd0.5-inc1", pipeline=pipeline)
     assert eval_resize_size(cfg) == 64
-    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8))
-    assert train_transform(cfg)(image).shape == (3, 40, 40)
-    out = eval_transform(cfg)(image)
-    assert out.shape == (3, 48, 48)
-    assert abs(float(out.mean())) < 3  # normalised
+    array = np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8)
+    image = array if pipeline == "fast" else Image.fromarray(array)
+    train, out = train_transform(cfg)(image), eval_transform(cfg)(image)
+    assert train.shape == (3, 40, 40) and out.shape == (3, 48, 48)
+    if pipeline == "fast":  # uint8, normalised later on the device
+        assert train.dtype == out.dtype == torch.uint8
+    else:
+        assert train.dtype == torch.float32 and abs(float(out.mean())) < 3  # normalised
 
 
 def test_synthetic_images_cycle_labels_and_keep_memory_constant():

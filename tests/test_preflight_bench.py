@@ -69,4 +69,15 @@ def test_bench_data_times_the_configured_loader_beside_the_reference(write_recip
     assert figures["ratio"] == pytest.approx(figures["images_per_sec"] / figures["reference_images_per_sec"])
     synthetic = _cli("bench-data", write_recipe(), "data.source=synthetic", "--reference", env=subprocess_env,
                      cwd=tmp_path)
-    assert synthetic.returncode == 2 and "reference pipeline decodes images" in synthetic.stderr
+    assert synthetic.returncode == 2 and "has no images to decode" in synthetic.stderr
+
+
+def test_bench_index_lists_a_generated_tree_and_keeps_its_index(tmp_path, subprocess_env):
+    result = _cli("bench-index", str(tmp_path / "tree"), "--files", "200", "--json", env=subprocess_env,
+                  cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    # bench_index itself refuses an index whose samples differ from torchvision's listing.
+    assert figures["files"] == 200 and figures["classes"] == 200
+    assert all(figures[k] > 0 for k in ("torchvision_listing_s", "first_start_s", "later_start_s"))
+    assert (tmp_path / "tree" / "train.rsb-index.json").is_file()

@@ -6,10 +6,12 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 
 def list_classes(split_dir: Path) -> list[str]:
@@ -37,13 +39,25 @@ class ImageFolderSplit(ImageFolder):
     """
 
     def __init__(self, root: Path, classes: list[str], transform: Callable | None = None,
-                 allow_empty: bool = False, bad_log: Path | None = None):
+                 allow_empty: bool = False, bad_log: Path | None = None, loader: Callable[[str], Any] | None = None,
+                 use_index: bool = True):
         self._fixed_classes = classes
         self.bad_log = bad_log
-        super().__init__(str(root), transform=transform, allow_empty=allow_empty)
+        self.use_index = use_index
+        super().__init__(str(root), transform=transform, allow_empty=allow_empty,
+                         **({"loader": loader} if loader is not None else {}))
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         return self._fixed_classes, {name: index for index, name in enumerate(self._fixed_classes)}
+
+    def make_dataset(self, directory: str, class_to_idx: dict[str, int], extensions: tuple[str, ...] | None = None,
+                     is_valid_file: Callable[[str], bool] | None = None,
+                     allow_empty: bool = False) -> list[tuple[str, int]]:
+        """torchvision's sample list, read from the kept index when the tree is unchanged (data.index_cache)."""
+        from rsb_composer.data.index_cache import list_samples
+
+        return list_samples(Path(directory), class_to_idx, extensions or IMG_EXTENSIONS, allow_empty=allow_empty,
+                            use_index=self.use_index)
 
     def __getitem__(self, index: int):
         for attempt in range(MAX_SUBSTITUTES):

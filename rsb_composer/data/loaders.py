@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from composer.core import DataSpec
 from composer.utils import dist
 from torch.utils.data import DataLoader, Dataset
 
 from rsb_composer.config import Config, ConfigError, DataConfig
 from rsb_composer.data.datasets import ImageFolderSplit, SyntheticImages, list_classes
+from rsb_composer.data.decode import bytes_decoder, file_loader
 from rsb_composer.data.samplers import eval_sampler, train_sampler
 from rsb_composer.data.toy import ensure_toy_dataset
-from rsb_composer.data.transforms import eval_transform, train_transform
+from rsb_composer.data.transforms import ChannelsLastCollate, DeviceNormalize, eval_transform, train_transform
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +30,12 @@ class Loaders:
     train: DataLoader
     eval: DataLoader
     num_classes: int
+    # Applied by the trainer to every batch before the algorithms see it (the fast pipeline's normalisation).
+    batch_transform: Callable[[Any], Any] | None = None
+
+    def spec(self, loader: DataLoader) -> DataSpec | DataLoader:
+        """``loader`` as the trainer should get it: in a DataSpec carrying the batch transform, if any."""
+        return DataSpec(loader, batch_transforms=self.batch_transform) if self.batch_transform else loader
 
 
 def build_datasets(cfg: DataConfig, seed: int, bad_log: Path | None = None,
@@ -36,9 +46,10 @@ def build_datasets(cfg: DataConfig, seed: int, bad_log: Path | None = None,
 
         classes = local_classes(cfg.remote, cfg.local)
         train = StreamingImages(cfg.remote, cfg.local, "train", shuffle=True, batch_size=cfg.batch_size,
-                                transform=train_transform(cfg), seed=seed)
+                                transform=train_transform(cfg), seed=seed, decode=bytes_decoder(cfg.pipeline))
         val = StreamingImages(cfg.remote, cfg.local, "val", shuffle=False, batch_size=cfg.eval_batch_size or
-                              cfg.batch_size, transform=eval_transform(cfg), seed=seed)
+                              cfg.batch_size, transform=eval_transform(cfg), seed=seed,
+                              decode=bytes_decoder(cfg.pipeline))
         return train, val, num_classes or len(classes or [])
     if cfg.source == "synthetic":
         s = cfg.synthetic
@@ -48,10 +59,13 @@ def build_datasets(cfg: DataConfig, seed: int, bad_log: Path | None = None,
     root = ensure_toy_dataset(cfg.toy, cfg.path) if cfg.source == "toy" else Path(cfg.path)
     classes = list_classes(root / "train")
     try:
-        train = ImageFolderSplit(root / "train", classes, transform=train_transform(cfg), bad_log=bad_log)
+        loader = file_loader(cfg.pipeline)
+        train = ImageFolderSplit(root / "train", classes, transform=train_transform(cfg), bad_log=bad_log,
+                                 loader=loader, use_index=cfg.index_cache)
         # A val split may lack some of train's classes (a subset for quick checks); train may not.
         # Unreadable val images are skipped and logged too, but not counted against the train limit.
-        val = ImageFolderSplit(root / "val", classes, transform=eval_transform(cfg), allow_empty=True)
+        val = ImageFolderSplit(root / "val", classes, transform=eval_transform(cfg), allow_empty=True,
+                               loader=loader, use_index=cfg.index_cache)
     except FileNotFoundError as err:  # torchvision: a class folder without a single image file
         raise ConfigError(f"data.path={str(root)!r}: {str(err).splitlines()[0].strip()}") from None
     return train, val, len(classes)
@@ -80,7 +94,18 @@ def _loader(dataset: Dataset, cfg: DataConfig, batch_size: int, train: bool, see
         persistent_workers=cfg.persistent_workers and workers > 0,
         pin_memory=cfg.pin_memory and torch.cuda.is_available(),
         drop_last=train,
+        collate_fn=ChannelsLastCollate() if cfg.pipeline == "fast" and cfg.source != "synthetic" else None,
     )
+
+
+def batch_transform(config: Config) -> Callable[[Any], Any] | None:
+    """The fast pipeline's uint8 batches are normalised on the training device; the reference pipeline and
+    synthetic data come normalised already."""
+    if config.data.pipeline != "fast" or config.data.source == "synthetic":
+        return None
+    from rsb_composer.devices import resolve_device
+
+    return DeviceNormalize(resolve_device(), channels_last=config.algorithms.get("channels_last") is not None)
 
 
 def build_loaders(config: Config, bad_log: Path | None = None) -> Loaders:
@@ -101,4 +126,4 @@ def build_loaders(config: Config, bad_log: Path | None = None) -> Loaders:
             f"data.batch_size={cfg.batch_size}: larger than this rank's share of the train split "
             f"({len(train_set)} images over {dist.get_world_size()} ranks); lower it"
         )
-    return Loaders(train=train, eval=val, num_classes=num_classes)
+    return Loaders(train=train, eval=val, num_classes=num_classes, batch_transform=batch_transform(config))

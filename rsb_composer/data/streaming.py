@@ -9,17 +9,16 @@ mid-epoch resume continues at the right sample.
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
 from streaming import MDSWriter, StreamingDataset
 from tqdm import tqdm
 
 from rsb_composer.data.datasets import ImageFolderSplit, list_classes
+from rsb_composer.data.decode import decode_pil
 
 log = logging.getLogger(__name__)
 
@@ -54,18 +53,20 @@ def local_classes(remote: str | None, local: str | None) -> list[str] | None:
 
 
 class StreamingImages(StreamingDataset):
-    """Decodes the stored JPEG bytes with PIL and applies the split's transform."""
+    """Decodes the stored JPEG bytes with ``decode`` (the pipeline's; PIL by default) and applies the split's
+    transform."""
 
     def __init__(self, remote: str | None, local: str | None, split: str, shuffle: bool, batch_size: int,
-                 transform: Callable | None, seed: int):
+                 transform: Callable | None, seed: int, decode: Callable[[bytes], Any] = decode_pil):
         super().__init__(
             remote=f"{remote.rstrip('/')}/{split}" if remote else None,
             local=f"{local.rstrip('/')}/{split}" if local else None,
             shuffle=shuffle, batch_size=batch_size, shuffle_seed=seed,
         )
         self.transform = transform
+        self.decode = decode
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         sample = super().__getitem__(index)
-        image = Image.open(io.BytesIO(sample["image"])).convert("RGB")
+        image = self.decode(sample["image"])
         return (self.transform(image) if self.transform else image), int(sample["label"])

@@ -1,22 +1,40 @@
-"""Train and eval image transforms (torchvision), shaped like torchvision's classification presets."""
+"""Train and eval transforms of the two pipelines (``data.pipeline``).
+
+``reference``: PIL images through timm's ``create_transform`` (the paper's code) for training and torchvision's
+resize + centre crop for evaluation, ending in float tensors normalised on the CPU.
+
+``fast`` (the default): the same augmentations in the same order and with the same random draws
+(torchvision's RandomResizedCrop sampling, a 0.5 flip, timm's RandAugment), on RGB arrays from
+:mod:`rsb_composer.data.decode`; crops are resized by torch's antialiased uint8 kernels, RandAugment's
+geometric ops run in OpenCV (:mod:`rsb_composer.data.randaugment`), and batches stay uint8 (a quarter of the
+bytes through worker queues, pinned memory and the host-to-device copy) until :class:`DeviceNormalize` turns
+them into normalised floats on the training device. docs/benchmarks.md has what each step buys.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from typing import Any
 
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import get_worker_info
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
 from rsb_composer.config import DataConfig
+from rsb_composer.data.randaugment import randaugment
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-_INTERPOLATION = {
+INTERPOLATION = {
     "nearest": InterpolationMode.NEAREST,
     "bilinear": InterpolationMode.BILINEAR,
     "bicubic": InterpolationMode.BICUBIC,
 }
+CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)  # RandomResizedCrop's aspect-ratio range, torchvision's and timm's default
 
 
 def eval_resize_size(cfg: DataConfig) -> int:
@@ -27,36 +45,176 @@ def eval_resize_size(cfg: DataConfig) -> int:
     return math.floor(cfg.eval_resolution / cfg.crop_pct + 1e-6)
 
 
-def randaugment(cfg: DataConfig):
-    """timm's RandAugment from its config string, with the hyper-parameters timm's create_transform gives it."""
-    from timm.data.auto_augment import rand_augment_transform
-    from timm.data.transforms import str_to_pil_interp
+# --- reference ---------------------------------------------------------------------------------------------
 
-    hparams = {
-        "translate_const": int(cfg.train_resolution * 0.45),
-        "img_mean": tuple(min(255, round(255 * m)) for m in IMAGENET_MEAN),
-        "interpolation": str_to_pil_interp(cfg.interpolation),
-    }
-    return rand_augment_transform(cfg.auto_augment, hparams)
+def reference_train_transform(cfg: DataConfig) -> T.Compose:
+    """timm's create_transform for these settings: RandomResizedCrop, flip, RandAugment, ToTensor, Normalize."""
+    from timm.data import create_transform
 
-
-def train_transform(cfg: DataConfig) -> T.Compose:
-    """RandomResizedCrop + flip, then RandAugment if configured (timm's order), then tensor + normalise."""
-    steps = [
-        T.RandomResizedCrop(cfg.train_resolution, scale=tuple(cfg.crop_scale),
-                            interpolation=_INTERPOLATION[cfg.interpolation], antialias=True),
-        T.RandomHorizontalFlip(),
-    ]
-    if cfg.auto_augment:
-        steps.append(randaugment(cfg))
-    steps += [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    return T.Compose(steps)
+    return create_transform(
+        cfg.train_resolution, is_training=True, scale=tuple(cfg.crop_scale), ratio=CROP_RATIO,
+        interpolation=cfg.interpolation, auto_augment=cfg.auto_augment,
+        color_jitter=None,  # the recipes have no colour jitter (timm's default would add 0.4)
+        mean=IMAGENET_MEAN, std=IMAGENET_STD,
+    )
 
 
-def eval_transform(cfg: DataConfig) -> T.Compose:
+def reference_eval_transform(cfg: DataConfig) -> T.Compose:
     return T.Compose([
-        T.Resize(eval_resize_size(cfg), interpolation=_INTERPOLATION[cfg.interpolation], antialias=True),
+        T.Resize(eval_resize_size(cfg), interpolation=INTERPOLATION[cfg.interpolation], antialias=True),
         T.CenterCrop(cfg.eval_resolution),
         T.ToTensor(),
         T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
     ])
+
+
+# --- fast --------------------------------------------------------------------------------------------------
+
+def _chw(array: np.ndarray) -> torch.Tensor:
+    """An (H, W, 3) uint8 array as a (3, H, W) tensor view, no copy."""
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+class RandomResizedCropFlip:
+    """RandomResizedCrop then a horizontal flip, on an RGB array; returns a PIL image for RandAugment.
+
+    The crop box is drawn by torchvision's own ``RandomResizedCrop.get_params`` and the flip by torch's RNG, as in
+    the reference; only the resize kernel differs (torch's antialiased uint8 resize, close to PIL's).
+    """
+
+    def __init__(self, size: int, scale: Sequence[float], interpolation: str, flip_prob: float = 0.5):
+        self.size = [size, size]
+        self.scale = tuple(scale)
+        self.mode = interpolation
+        self.flip_prob = flip_prob
+
+    def __call__(self, array: np.ndarray) -> Image.Image:
+        image = _chw(array)
+        top, left, height, width = T.RandomResizedCrop.get_params(image, list(self.scale), list(CROP_RATIO))
+        # A channels-last copy of the crop in, a channels-last result out: torch's fastest uint8 antialiased
+        # kernel, and the (H, W, 3) memory PIL wants without another copy (half the time of resizing the view).
+        crop = image[None, :, top:top + height, left:left + width].contiguous(memory_format=torch.channels_last)
+        out = torch.nn.functional.interpolate(crop, size=self.size, mode=self.mode,
+                                              antialias=self.mode != "nearest")[0]
+        if torch.rand(1).item() < self.flip_prob:
+            out = out.flip(-1)
+        return Image.fromarray(out.permute(1, 2, 0).contiguous().numpy())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size}, scale={self.scale}, interpolation={self.mode})"
+
+
+class ToUint8Tensor(T.ToTensor):
+    """PIL image or RGB array -> (3, H, W) uint8 tensor, unscaled: DeviceNormalize does the rest on the device.
+
+    A ToTensor subclass (as timm's MaybeToTensor is) because Composer's RandAugment and AugMix insert
+    themselves before the first ToTensor of a dataset's transforms.
+    """
+
+    def __call__(self, pic: Any) -> torch.Tensor:
+        if isinstance(pic, torch.Tensor):
+            return pic
+        # (3, H, W) over (H, W, 3) memory: the collate's stack copies it once, into the batch.
+        return _chw(np.array(pic, dtype=np.uint8, copy=True))
+
+
+class ResizeCenterCrop:
+    """The eval transform on an RGB array: resize the short side, centre-crop, with torchvision's size and
+    offset rules (as the reference's Resize + CenterCrop)."""
+
+    def __init__(self, resize: int, crop: int, interpolation: str):
+        self.resize = resize
+        self.crop = crop
+        self.mode = interpolation
+
+    def __call__(self, array: np.ndarray) -> torch.Tensor:
+        height, width = array.shape[:2]
+        if height <= width:
+            size = (self.resize, int(self.resize * width / height))
+        else:
+            size = (int(self.resize * height / width), self.resize)
+        image = _chw(array)[None].contiguous(memory_format=torch.channels_last)
+        out = torch.nn.functional.interpolate(image, size=size, mode=self.mode, antialias=self.mode != "nearest")[0]
+        top = int(round((size[0] - self.crop) / 2.0))
+        left = int(round((size[1] - self.crop) / 2.0))
+        return out[:, top:top + self.crop, left:left + self.crop]
+
+
+def fast_train_transform(cfg: DataConfig) -> T.Compose:
+    steps: list[Callable] = [RandomResizedCropFlip(cfg.train_resolution, cfg.crop_scale, cfg.interpolation)]
+    if cfg.auto_augment:
+        steps.append(randaugment(cfg, fast_geometry=True))
+    steps.append(ToUint8Tensor())
+    return T.Compose(steps)
+
+
+def fast_eval_transform(cfg: DataConfig) -> Callable:
+    return ResizeCenterCrop(eval_resize_size(cfg), cfg.eval_resolution, cfg.interpolation)
+
+
+class ChannelsLastCollate:
+    """The fast pipeline's ``collate_fn``: (3, H, W) uint8 images over (H, W, 3) memory, stacked into one
+    (N, H, W, 3) block (a plain copy, where default_collate's (N, 3, H, W) stack transposes every image) and
+    handed on as its (N, 3, H, W) channels-last view, which normalises into either memory format fastest.
+
+    In a worker the block is allocated in shared memory, as default_collate does, so it reaches the training
+    process without another copy.
+    """
+
+    def __call__(self, samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = zip(*samples, strict=True)
+        channels, height, width = images[0].shape
+        shape = (len(images), height, width, channels)
+        if get_worker_info() is not None:
+            storage = torch.UntypedStorage._new_shared(math.prod(shape))
+            block = torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+        else:
+            block = torch.empty(shape, dtype=torch.uint8)
+        torch.stack([image.permute(1, 2, 0) for image in images], out=block)
+        return block.permute(0, 3, 1, 2), torch.tensor(labels)
+
+
+def normalize_uint8(inputs: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """A uint8 image batch as float32, normalised with the ImageNet mean and std (what ToTensor + Normalize give).
+
+    Converting into one new buffer and scaling it in place takes a quarter of the time of
+    ``inputs.float().sub(mean).div(std)`` on a CPU, which allocates (and page-faults) a batch-sized tensor per
+    step.
+    """
+    scale = 1.0 / (255 * torch.tensor(IMAGENET_STD, device=inputs.device).view(1, 3, 1, 1))
+    shift = -torch.tensor(IMAGENET_MEAN, device=inputs.device).view(1, 3, 1, 1) / torch.tensor(
+        IMAGENET_STD, device=inputs.device).view(1, 3, 1, 1)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    out = torch.empty(inputs.shape, dtype=torch.float32, device=inputs.device, memory_format=memory_format)
+    return out.copy_(inputs).mul_(scale).add_(shift)
+
+
+class DeviceNormalize:
+    """A Composer ``batch_transforms``: uint8 batches to the training device, normalised there.
+
+    Composer applies it to each batch before AFTER_DATALOADER, so every algorithm (progressive resizing, mixup,
+    ...) sees the normalised float batch the reference pipeline would have given it. With channels-last on,
+    the batch comes out channels-last, as the model wants it. On a GPU this work and three quarters of the
+    host-to-device copy leave the CPU; on a CPU it runs in the training process instead of the workers.
+    """
+
+    def __init__(self, device: str, channels_last: bool = False):
+        self.device = device
+        self.channels_last = channels_last
+
+    def __call__(self, batch: Any) -> Any:
+        inputs, targets = batch
+        if inputs.dtype != torch.uint8:
+            return batch
+        if self.device == "gpu":  # Composer has set each rank's current device
+            device = torch.device("cuda", torch.cuda.current_device())
+            inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        return normalize_uint8(inputs, self.channels_last), targets
+
+
+def train_transform(cfg: DataConfig) -> Callable:
+    return fast_train_transform(cfg) if cfg.pipeline == "fast" else reference_train_transform(cfg)
+
+
+def eval_transform(cfg: DataConfig) -> Callable:
+    return fast_eval_transform(cfg) if cfg.pipeline == "fast" else reference_eval_transform(cfg)

@@ -1,0 +1,114 @@
+"""The kept ImageFolder index: the same samples as torchvision, read back while the tree is unchanged, rebuilt when
+it changes."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+from rsb_composer.data import index_cache
+from rsb_composer.data.datasets import ImageFolderSplit
+
+
+def make_tree(root: Path) -> Path:
+    split = root / "train"
+    for name, files in {"b_cls": ["2.jpg", "1.JPEG", "notes.txt"], "a_cls": ["x.png", "sub/y.jpg", "sub/deeper/z.jpg"],
+                        "c_cls": ["only.jpeg"]}.items():
+        for file in files:
+            path = split / name / file
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"")
+    age(split)
+    return split
+
+
+def age(split: Path, seconds: float = 60) -> None:
+    """Date every folder back, as a tree that was not just written (the index distrusts fresh folders)."""
+    past = time.time() - seconds
+    for folder in [split, *(p for p in split.rglob("*") if p.is_dir())]:
+        os.utime(folder, (past, past))
+
+
+CLASSES = {"a_cls": 0, "b_cls": 1, "c_cls": 2}
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def count_walks(monkeypatch) -> list[int]:
+    walks = [0]
+    real = index_cache._walk
+
+    def counting(*args):
+        walks[0] += 1
+        return real(*args)
+
+    monkeypatch.setattr(index_cache, "_walk", counting)
+    return walks
+
+
+def test_same_samples_as_torchvision_then_read_from_the_index(tmp_path, monkeypatch):
+    split = make_tree(tmp_path / "data")
+    walks = count_walks(monkeypatch)
+    expected = make_dataset(str(split), CLASSES, IMG_EXTENSIONS)
+    first = ImageFolderSplit(split, list(CLASSES)).samples
+    assert first == expected and walks[0] == 1
+    assert (tmp_path / "data" / "train.rsb-index.json").is_file()  # beside the data
+    second = ImageFolderSplit(split, list(CLASSES)).samples
+    assert second == expected and walks[0] == 1  # not listed again
+
+
+@pytest.mark.parametrize("change", ["add", "remove", "rename", "new_subfolder"])
+def test_a_changed_tree_is_listed_again(tmp_path, monkeypatch, change):
+    split = make_tree(tmp_path / "data")
+    ImageFolderSplit(split, list(CLASSES))
+    folder = split / "b_cls"
+    if change == "add":
+        (folder / "3.jpg").write_bytes(b"")
+    elif change == "remove":
+        (folder / "2.jpg").unlink()
+    elif change == "rename":
+        (folder / "2.jpg").rename(folder / "4.jpg")
+    else:
+        (folder / "new").mkdir()
+        (folder / "new" / "5.jpg").write_bytes(b"")
+    age(split, seconds=30)  # older than the index, but not the mtime it recorded
+    walks = count_walks(monkeypatch)
+    samples = ImageFolderSplit(split, list(CLASSES)).samples
+    assert walks[0] == 1
+    assert samples == make_dataset(str(split), CLASSES, IMG_EXTENSIONS)
+
+
+def test_a_tree_changed_just_before_listing_is_not_trusted(tmp_path, monkeypatch):
+    split = make_tree(tmp_path / "data")
+    (split / "c_cls" / "fresh.jpg").write_bytes(b"")  # c_cls modified now: a same-tick change could hide
+    ImageFolderSplit(split, list(CLASSES))
+    walks = count_walks(monkeypatch)
+    ImageFolderSplit(split, list(CLASSES))
+    assert walks[0] == 1
+
+
+def test_unwritable_data_folder_keeps_the_index_in_the_cache(tmp_path, monkeypatch):
+    split = make_tree(tmp_path / "data")
+    # A folder where the index file would go: writing beside the data fails (as on a read-only mount; chmod
+    # would not stop root).
+    (tmp_path / "data" / "train.rsb-index.json").mkdir()
+    ImageFolderSplit(split, list(CLASSES))
+    walks = count_walks(monkeypatch)
+    assert ImageFolderSplit(split, list(CLASSES)).samples == make_dataset(str(split), CLASSES, IMG_EXTENSIONS)
+    assert walks[0] == 0
+    assert len(list((tmp_path / "cache" / "rsb-composer" / "index").glob("train-*.json"))) == 1
+
+
+def test_empty_class_error_is_torchvisions(tmp_path):
+    split = make_tree(tmp_path / "data")
+    (split / "d_cls").mkdir()
+    with pytest.raises(FileNotFoundError, match="Found no valid file for the classes d_cls"):
+        ImageFolderSplit(split, [*CLASSES, "d_cls"])
+    assert len(ImageFolderSplit(split, [*CLASSES, "d_cls"], allow_empty=True, use_index=False).samples) == 6
