@@ -73,7 +73,7 @@ def _bench_train(args: argparse.Namespace) -> int:
     from rsb_composer.benchmark import bench_train
 
     config = load_config(args.config, args.overrides, check_paths=False)
-    result = bench_train(config, steps=args.steps, warmup=args.warmup)
+    result = bench_train(config, steps=args.steps, warmup=args.warmup, repeats=args.repeats)
     if args.json:
         print(json.dumps(result))
     else:
@@ -108,12 +108,13 @@ def _bench_data(args: argparse.Namespace) -> int:
 
 
 def _bench_index(args: argparse.Namespace) -> int:
+    import os
+
     from rsb_composer.benchmark import bench_index
 
-    try:
-        result = bench_index(Path(args.root), args.files, drop_caches=args.drop_caches)
-    except PermissionError as err:
-        raise ConfigError(f"--drop-caches needs root ({err})") from None
+    if args.drop_caches and os.geteuid() != 0:
+        raise ConfigError("--drop-caches empties the kernel's file caches and needs root; run without it")
+    result = bench_index(Path(args.root), args.files, drop_caches=args.drop_caches)
     if args.json:
         print(json.dumps(result))
     else:
@@ -211,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config("bench-train", "images/s of the real trainer vs a plain PyTorch loop, on synthetic data")
     p.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    p.add_argument("--repeats", type=int, default=2,
+                   help="alternate trainer and plain loop this many times, keep the best of each (default 2)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_bench_train)
     return parser
@@ -221,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "world_size", 1) < 1:
         print(f"error: --world-size={args.world_size}: must be at least 1", file=sys.stderr)
         return 2
-    for name in ("batches", "steps", "files"):
+    for name in ("batches", "steps", "files", "repeats"):
         if getattr(args, name, 1) < 1:
             print(f"error: --{name}={getattr(args, name)}: must be at least 1", file=sys.stderr)
             return 2

@@ -19,11 +19,9 @@ from PIL import Image
 from rsb_composer.config import DataConfig
 from rsb_composer.data import decode, randaugment
 from rsb_composer.data.datasets import BAD_IMAGE_ERRORS
+from rsb_composer.data.normalization import IMAGENET_MEAN, IMAGENET_STD, DeviceNormalize
 from rsb_composer.data.toy import draw_example
 from rsb_composer.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    DeviceNormalize,
     RandomResizedCropFlip,
     fast_eval_transform,
     fast_train_transform,
@@ -134,14 +132,17 @@ def test_whole_image_resize_matches_the_reference_pixels():
     """With the crop fixed to the whole image, fast and reference differ only by resampling rounding."""
     cfg = DataConfig(train_resolution=96, interpolation="bicubic", crop_scale=[1.0, 1.0])
     image = photo(256, 192)  # 4:3, so the full-area crop is the whole image in both
+    torch.manual_seed(0)  # each may still, rarely, draw a box a pixel short of the whole image
+    random.seed(0)
     fast = np.asarray(fast_train_transform(cfg)(image).permute(1, 2, 0), dtype=np.float64)
     ref = unnormalize(reference_train_transform(cfg)(Image.fromarray(image)))
     error = min(np.abs(fast - ref).mean(), np.abs(fast - ref[:, ::-1]).mean())  # either may have flipped
     assert error < 1.5
 
 
-def test_eval_transform_matches_the_reference_pixels():
-    cfg = DataConfig(eval_resolution=96, crop_pct=0.875, interpolation="bicubic")
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear", "bicubic"])
+def test_eval_transform_matches_the_reference_pixels(interpolation):
+    cfg = DataConfig(eval_resolution=96, crop_pct=0.875, interpolation=interpolation)
     image = photo(300, 220)
     fast = fast_eval_transform(cfg)(image)
     ref = reference_eval_transform(cfg)(Image.fromarray(image))

@@ -26,10 +26,11 @@ def make_tree(root: Path) -> Path:
     return split
 
 
-def age(split: Path, seconds: float = 60) -> None:
-    """Date every folder back, as a tree that was not just written (the index distrusts fresh folders)."""
-    past = time.time() - seconds
-    for folder in [split, *(p for p in split.rglob("*") if p.is_dir())]:
+def age(split: Path, seconds: float = 600) -> None:
+    """Date every folder back, as a tree that was not just written (the index distrusts fresh folders); each a
+    second apart, as real folders are (the index refuses trees whose folders all share one time)."""
+    for offset, folder in enumerate([split, *(p for p in split.rglob("*") if p.is_dir())]):
+        past = time.time() - seconds - offset
         os.utime(folder, (past, past))
 
 
@@ -78,7 +79,7 @@ def test_a_changed_tree_is_listed_again(tmp_path, monkeypatch, change):
     else:
         (folder / "new").mkdir()
         (folder / "new" / "5.jpg").write_bytes(b"")
-    age(split, seconds=30)  # older than the index, but not the mtime it recorded
+    age(split, seconds=300)  # older than the index, but not the mtimes it recorded
     walks = count_walks(monkeypatch)
     samples = ImageFolderSplit(split, list(CLASSES)).samples
     assert walks[0] == 1
@@ -88,10 +89,50 @@ def test_a_changed_tree_is_listed_again(tmp_path, monkeypatch, change):
 def test_a_tree_changed_just_before_listing_is_not_trusted(tmp_path, monkeypatch):
     split = make_tree(tmp_path / "data")
     (split / "c_cls" / "fresh.jpg").write_bytes(b"")  # c_cls modified now: a same-tick change could hide
+    monkeypatch.setattr(index_cache, "MTIME_SLACK_NS", 300 * 10**9)  # "just before", however slow this machine
     ImageFolderSplit(split, list(CLASSES))
     walks = count_walks(monkeypatch)
     ImageFolderSplit(split, list(CLASSES))
     assert walks[0] == 1
+
+
+def test_a_file_added_while_the_tree_is_being_walked_is_seen_next_start(tmp_path, monkeypatch):
+    split = make_tree(tmp_path / "data")
+    real = index_cache._list_folder
+
+    def listing_then_adding(top, folders, directory):
+        listed = real(top, folders, directory)
+        if top.endswith("a_cls"):  # a writer adds a file just after the walk has listed a_cls
+            Path(top, "late.jpg").write_bytes(b"")
+        return listed
+
+    monkeypatch.setattr(index_cache, "_list_folder", listing_then_adding)
+    first = ImageFolderSplit(split, list(CLASSES)).samples
+    assert not any(path.endswith("late.jpg") for path, _ in first)
+    monkeypatch.setattr(index_cache, "_list_folder", real)
+    second = ImageFolderSplit(split, list(CLASSES)).samples
+    assert second == make_dataset(str(split), CLASSES, IMG_EXTENSIONS)
+    assert any(path.endswith("late.jpg") for path, _ in second)
+
+
+def test_folders_all_of_one_time_keep_no_index(tmp_path):
+    split = make_tree(tmp_path / "data")
+    for folder in [split, *(p for p in split.rglob("*") if p.is_dir())]:
+        os.utime(folder, (1_000_000, 1_000_000))  # as object-store mounts report them
+    ImageFolderSplit(split, list(CLASSES))
+    assert not any(path.exists() for path in index_cache.index_paths(split))
+
+
+def test_an_index_that_is_not_ours_is_ignored(tmp_path):
+    split = make_tree(tmp_path / "data")
+    (tmp_path / "data" / "train.rsb-index.json").write_text("[1, 2]")
+    assert ImageFolderSplit(split, list(CLASSES)).samples == make_dataset(str(split), CLASSES, IMG_EXTENSIONS)
+
+
+def test_index_is_readable_by_others(tmp_path):
+    split = make_tree(tmp_path / "data")
+    ImageFolderSplit(split, list(CLASSES))
+    assert (tmp_path / "data" / "train.rsb-index.json").stat().st_mode & 0o777 == 0o644
 
 
 def test_unwritable_data_folder_keeps_the_index_in_the_cache(tmp_path, monkeypatch):

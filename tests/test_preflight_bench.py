@@ -52,8 +52,8 @@ def test_preflight_fails_with_the_line_that_says_what_to_fix(write_recipe, tmp_p
 
 
 def test_bench_train_reports_the_trainer_and_the_plain_loop(write_recipe, tmp_path, subprocess_env):
-    result = _cli("bench-train", write_recipe(), "--steps", "3", "--warmup", "1", "--json", env=subprocess_env,
-                  cwd=tmp_path)
+    result = _cli("bench-train", write_recipe(), "--steps", "3", "--warmup", "1", "--repeats", "1", "--json",
+                  env=subprocess_env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["images_per_sec"] > 0 and figures["plain_images_per_sec"] > 0

@@ -53,7 +53,10 @@ class ImageFolderSplit(ImageFolder):
     def make_dataset(self, directory: str, class_to_idx: dict[str, int], extensions: tuple[str, ...] | None = None,
                      is_valid_file: Callable[[str], bool] | None = None,
                      allow_empty: bool = False) -> list[tuple[str, int]]:
-        """torchvision's sample list, read from the kept index when the tree is unchanged (data.index_cache)."""
+        """torchvision's sample list, read from the kept index when the tree is unchanged (data.index_cache).
+
+        ImageFolder always passes ``extensions`` and never ``is_valid_file``, so the index keys on extensions.
+        """
         from rsb_composer.data.index_cache import list_samples
 
         return list_samples(Path(directory), class_to_idx, extensions or IMG_EXTENSIONS, allow_empty=allow_empty,

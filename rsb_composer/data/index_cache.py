@@ -2,31 +2,41 @@
 
 torchvision's ImageFolder walks every class folder on every start: minutes on a network file system. The
 index written here holds the same sample list (same files, same order, same labels) and the modification time of
-every folder walked. Adding, removing or renaming a file or folder changes its parent folder's modification time,
-so on the next start one ``stat`` per folder (about a thousand for ImageNet) says whether the tree is unchanged;
-if any differs, the tree is walked again and the index rewritten.
+every folder walked, taken just before that folder was listed. Adding, removing or renaming a file or folder
+changes its parent folder's modification time, so on the next start one ``stat`` per folder (about a thousand
+for ImageNet) says whether the tree is unchanged; if any differs, the tree is walked again and the index
+rewritten.
 
-The index goes beside the data (``<split>.rsb-index.json`` next to the split folder, shared by every node that
-mounts it) when that folder is writable, else into ``~/.cache/rsb-composer/index``. A folder modified less than
-``MTIME_SLACK_NS`` before the index file was written is not trusted (a file system with coarse timestamps could
-hide a change made in the same tick), so such an index is rebuilt on the next start. The index file's own
-modification time is the reference, so beside the data both times come from the same file server's clock.
+A file system with coarse timestamps (one second, two on FAT) could hide a change made in the same tick as a
+folder's listing; so a folder modified less than ``MTIME_SLACK_NS`` before the walk began is not trusted, and
+its index is rebuilt on the next start. The walk's start is read from the clock of the file system the index
+goes to (the modification time of a file created there), which beside the data is the data's own server.
+
+Object-store mounts (gcsfuse, s3fs, Mountpoint for S3) often give every folder the same fixed modification
+time, which would never change; no index is kept for a tree whose folders all share one time.
+
+The index goes beside the data (``train.rsb-index.json`` and ``val.rsb-index.json`` next to the split folders,
+shared by every node that mounts them) when that folder is writable, else into ``~/.cache/rsb-composer/index``.
+The processes of one node take turns through a lock, so the first lists and the others read its index.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from torchvision.datasets.folder import has_file_allowed_extension
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MTIME_SLACK_NS = 2_000_000_000
 SUFFIX = ".rsb-index.json"
 
@@ -43,28 +53,41 @@ def index_paths(directory: Path) -> list[Path]:
     return [directory.parent / f"{directory.name}{SUFFIX}", cache_root() / f"{directory.name}-{digest}.json"]
 
 
+def _list_folder(top: str, folders: dict[str, int], directory: str) -> list[tuple[str, list[str]]]:
+    """(folder, file names) for ``top`` and every folder below it, as os.walk(followlinks=True) sees them; each
+    folder's mtime is read before it is listed, so a change during the walk always shows up as a newer mtime."""
+    folders[os.path.relpath(top, directory)] = os.stat(top).st_mtime_ns
+    files, subfolders = [], []
+    with os.scandir(top) as entries:
+        for entry in entries:
+            (subfolders if entry.is_dir() else files).append(entry.name)
+    listed = [(top, files)]
+    for name in subfolders:
+        listed.extend(_list_folder(os.path.join(top, name), folders, directory))
+    return listed
+
+
 def _walk(directory: Path, classes: list[str], extensions: tuple[str, ...]) -> tuple[dict, dict[str, int]]:
-    """torchvision's make_dataset walk (same order, same filter), also noting each folder's mtime."""
+    """torchvision's make_dataset walk (same order, same filter), noting each folder's mtime."""
+    root = str(directory)
+    folders = {".": os.stat(root).st_mtime_ns}
     files: dict[str, list[str]] = {}
-    folders = {".": os.stat(directory).st_mtime_ns}
     for name in sorted(classes):
-        target = directory / name
-        if not target.is_dir():
+        target = os.path.join(root, name)
+        if not os.path.isdir(target):
             continue
         found = files.setdefault(name, [])
-        for root, _, fnames in sorted(os.walk(target, followlinks=True)):
-            folders[os.path.relpath(root, directory)] = os.stat(root).st_mtime_ns
-            relative = os.path.relpath(root, directory)
-            found.extend(os.path.join(relative, f) for f in sorted(fnames)
-                         if has_file_allowed_extension(f, extensions))
+        for folder, names in sorted(_list_folder(target, folders, root)):
+            relative = os.path.relpath(folder, root)
+            found.extend(os.path.join(relative, f) for f in sorted(names) if has_file_allowed_extension(f, extensions))
     return files, folders
 
 
-def _unchanged(directory: Path, folders: dict[str, int], written_ns: int) -> bool:
+def _trusted(directory: Path, folders: dict[str, int], walk_start_ns: int) -> bool:
     try:
         for relative, mtime in folders.items():
             now = os.stat(directory / relative).st_mtime_ns
-            if now != mtime or now >= written_ns - MTIME_SLACK_NS:
+            if now != mtime or mtime >= walk_start_ns - MTIME_SLACK_NS:
                 return False
     except OSError:  # a folder went away
         return False
@@ -74,37 +97,85 @@ def _unchanged(directory: Path, folders: dict[str, int], written_ns: int) -> boo
 def _load(directory: Path, classes: list[str], extensions: tuple[str, ...]) -> dict[str, list[str]] | None:
     for path in index_paths(directory):
         try:
-            written_ns = path.stat().st_mtime_ns
             index = json.loads(path.read_text())
-        except (OSError, ValueError):
+            if (index["version"] == FORMAT_VERSION and index["classes"] == sorted(classes)
+                    and index["extensions"] == list(extensions)
+                    and _trusted(directory, index["folders"], index["walk_start_ns"])):
+                files = index["files"]
+                log.info("%s: %d files from the kept index %s", directory, sum(map(len, files.values())), path)
+                return files
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # absent, unreadable or not ours
             continue
-        if (index.get("version") == FORMAT_VERSION and index.get("classes") == sorted(classes)
-                and index.get("extensions") == list(extensions)
-                and _unchanged(directory, index["folders"], written_ns)):
-            log.info("%s: %d files from the kept index %s", directory, sum(map(len, index["files"].values())), path)
-            return index["files"]
     return None
 
 
-def _save(directory: Path, classes: list[str], extensions: tuple[str, ...], files: dict, folders: dict) -> None:
-    text = json.dumps({"version": FORMAT_VERSION, "classes": sorted(classes), "extensions": list(extensions),
-                       "folders": folders, "files": files}, separators=(",", ":"))
+def _clock(directory: Path) -> int | None:
+    """The time now on the clock of the file system the index will most likely go to (the first location that
+    takes a file): beside the data, that is the data's own server."""
     for path in index_paths(directory):
-        tmp = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            # Several ranks may write at once: each writes its own temporary file and renames it into place.
-            with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-                tmp = handle.name
-                handle.write(text)
-            os.replace(tmp, path)
-            log.info("%s: listed %d files; index kept at %s", directory, sum(map(len, files.values())), path)
-            return
+            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.probe.") as probe:
+                return os.fstat(probe.fileno()).st_mtime_ns
         except OSError:
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
+            continue
+    return None
+
+
+def _save(path: Path, text: str) -> bool:
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Processes on other nodes may write at once: each writes its own temporary file and renames it into place.
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+            tmp = handle.name
+            handle.write(text)
+            os.fchmod(handle.fileno(), 0o644)  # readable by everyone who reads the data, not only its writer
+        os.replace(tmp, path)
+        return True
+    except OSError:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        return False
+
+
+@contextlib.contextmanager
+def _node_lock(directory: Path) -> Iterator[None]:
+    """One process per node lists a given tree at a time; the others then find its index."""
+    lock = cache_root() / f".{index_paths(directory)[1].stem}.lock"
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "w")  # noqa: SIM115 - held for the body of the with
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build(directory: Path, classes: list[str], extensions: tuple[str, ...]) -> dict[str, list[str]]:
+    walk_start_ns = _clock(directory)
+    files, folders = _walk(directory, classes, extensions)
+    count = sum(map(len, files.values()))
+    if len(folders) > 1 and len(set(folders.values())) == 1:
+        log.warning("%s: every folder has the same modification time (an object-store mount?), so changes "
+                    "could not be detected; no index kept, the tree will be listed on every start", directory)
+        return files
+    if walk_start_ns is not None:
+        text = json.dumps({"version": FORMAT_VERSION, "classes": sorted(classes), "extensions": list(extensions),
+                           "walk_start_ns": walk_start_ns, "folders": folders, "files": files},
+                          separators=(",", ":"))
+        for path in index_paths(directory):
+            if _save(path, text):
+                log.info("%s: listed %d files; index kept at %s", directory, count, path)
+                return files
     log.warning("%s: could not keep an index anywhere (%s); the tree will be listed again next start",
                 directory, ", ".join(str(p) for p in index_paths(directory)))
+    return files
 
 
 def list_samples(directory: Path, class_to_idx: dict[str, int], extensions: tuple[str, ...],
@@ -113,11 +184,13 @@ def list_samples(directory: Path, class_to_idx: dict[str, int], extensions: tupl
     the kept index when the tree has not changed since it was written."""
     directory = Path(directory)
     classes = list(class_to_idx)
-    files = _load(directory, classes, extensions) if use_index else None
-    if files is None:
-        files, folders = _walk(directory, classes, extensions)
-        if use_index:
-            _save(directory, classes, extensions, files, folders)
+    if use_index:
+        files = _load(directory, classes, extensions)
+        if files is None:
+            with _node_lock(directory):
+                files = _load(directory, classes, extensions) or _build(directory, classes, extensions)
+    else:
+        files, _ = _walk(directory, classes, extensions)
     prefix = os.path.join(str(directory), "")  # os.path.join(directory, path), without its cost per file
     samples = [(prefix + path, class_to_idx[name]) for name in sorted(class_to_idx) for path in files.get(name, [])]
     empty = sorted(name for name in class_to_idx if not files.get(name))

@@ -18,9 +18,10 @@ from torch.utils.data import DataLoader, Dataset
 from rsb_composer.config import Config, ConfigError, DataConfig
 from rsb_composer.data.datasets import ImageFolderSplit, SyntheticImages, list_classes
 from rsb_composer.data.decode import bytes_decoder, file_loader
+from rsb_composer.data.normalization import ChannelsLastCollate, DeviceNormalize
 from rsb_composer.data.samplers import eval_sampler, train_sampler
 from rsb_composer.data.toy import ensure_toy_dataset
-from rsb_composer.data.transforms import ChannelsLastCollate, DeviceNormalize, eval_transform, train_transform
+from rsb_composer.data.transforms import eval_transform, train_transform
 
 log = logging.getLogger(__name__)
 

@@ -11,20 +11,23 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
 from rsb_composer.config import DataConfig
+from rsb_composer.data.normalization import IMAGENET_MEAN
+
+if TYPE_CHECKING:
+    from timm.data.auto_augment import RandAugment
 
 
-def randaugment(cfg: DataConfig, fast_geometry: bool = False):
+def randaugment(cfg: DataConfig, fast_geometry: bool = False) -> RandAugment:
     """timm's RandAugment for ``data.auto_augment``, with the hyper-parameters timm's create_transform gives it."""
     from timm.data.auto_augment import rand_augment_transform
     from timm.data.transforms import str_to_pil_interp
 
-    from rsb_composer.data.transforms import IMAGENET_MEAN
 
     hparams = {
         "translate_const": int(cfg.train_resolution * 0.45),
@@ -41,7 +44,7 @@ def randaugment(cfg: DataConfig, fast_geometry: bool = False):
 _cv2_module = None
 
 
-def _cv2():
+def _cv2() -> Any:
     global _cv2_module
     if _cv2_module is None:
         import cv2
@@ -85,31 +88,31 @@ def warp_affine(img: Image.Image, matrix: tuple[float, ...], fillcolor: Any = No
 
 # Each takes timm's level argument and keyword arguments (fillcolor, resample) and builds the same matrix as
 # timm's function of the same name (timm/data/auto_augment.py).
-def shear_x(img, factor, **kwargs):
+def shear_x(img: Image.Image, factor: float, **kwargs: Any) -> Image.Image:
     return warp_affine(img, (1, factor, 0, 0, 1, 0), **kwargs)
 
 
-def shear_y(img, factor, **kwargs):
+def shear_y(img: Image.Image, factor: float, **kwargs: Any) -> Image.Image:
     return warp_affine(img, (1, 0, 0, factor, 1, 0), **kwargs)
 
 
-def translate_x_rel(img, pct, **kwargs):
+def translate_x_rel(img: Image.Image, pct: float, **kwargs: Any) -> Image.Image:
     return warp_affine(img, (1, 0, pct * img.size[0], 0, 1, 0), **kwargs)
 
 
-def translate_y_rel(img, pct, **kwargs):
+def translate_y_rel(img: Image.Image, pct: float, **kwargs: Any) -> Image.Image:
     return warp_affine(img, (1, 0, 0, 0, 1, pct * img.size[1]), **kwargs)
 
 
-def translate_x_abs(img, pixels, **kwargs):
+def translate_x_abs(img: Image.Image, pixels: float, **kwargs: Any) -> Image.Image:
     return warp_affine(img, (1, 0, pixels, 0, 1, 0), **kwargs)
 
 
-def translate_y_abs(img, pixels, **kwargs):
+def translate_y_abs(img: Image.Image, pixels: float, **kwargs: Any) -> Image.Image:
     return warp_affine(img, (1, 0, 0, 0, 1, pixels), **kwargs)
 
 
-def rotate(img, degrees, **kwargs):
+def rotate(img: Image.Image, degrees: float, **kwargs: Any) -> Image.Image:
     """PIL's ``img.rotate(degrees)``: counter-clockwise about the image centre, same size."""
     w, h = img.size
     angle = -math.radians(degrees)

@@ -3,37 +3,37 @@
 ``reference``: PIL images through timm's ``create_transform`` (the paper's code) for training and torchvision's
 resize + centre crop for evaluation, ending in float tensors normalised on the CPU.
 
-``fast`` (the default): the same augmentations in the same order and with the same random draws
+``fast`` (the default): the same augmentations in the same order, drawn from the same distributions
 (torchvision's RandomResizedCrop sampling, a 0.5 flip, timm's RandAugment), on RGB arrays from
 :mod:`rsb_composer.data.decode`; crops are resized by torch's antialiased uint8 kernels, RandAugment's
 geometric ops run in OpenCV (:mod:`rsb_composer.data.randaugment`), and batches stay uint8 (a quarter of the
-bytes through worker queues, pinned memory and the host-to-device copy) until :class:`DeviceNormalize` turns
-them into normalised floats on the training device. docs/benchmarks.md has what each step buys.
+bytes through worker queues, pinned memory and the host-to-device copy) until
+:mod:`rsb_composer.data.normalization` turns them into normalised floats on the training device.
+docs/benchmarks.md has what each step buys.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import get_worker_info
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
 from rsb_composer.config import DataConfig
+from rsb_composer.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from rsb_composer.data.randaugment import randaugment
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATION = {
     "nearest": InterpolationMode.NEAREST,
     "bilinear": InterpolationMode.BILINEAR,
     "bicubic": InterpolationMode.BICUBIC,
 }
+# torch's "nearest" picks other pixels than PIL's NEAREST; "nearest-exact" picks the same ones.
+TORCH_MODE = {"nearest": "nearest-exact", "bilinear": "bilinear", "bicubic": "bicubic"}
 CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)  # RandomResizedCrop's aspect-ratio range, torchvision's and timm's default
 
 
@@ -85,7 +85,7 @@ class RandomResizedCropFlip:
     def __init__(self, size: int, scale: Sequence[float], interpolation: str, flip_prob: float = 0.5):
         self.size = [size, size]
         self.scale = tuple(scale)
-        self.mode = interpolation
+        self.mode = TORCH_MODE[interpolation]
         self.flip_prob = flip_prob
 
     def __call__(self, array: np.ndarray) -> Image.Image:
@@ -95,7 +95,7 @@ class RandomResizedCropFlip:
         # kernel, and the (H, W, 3) memory PIL wants without another copy (half the time of resizing the view).
         crop = image[None, :, top:top + height, left:left + width].contiguous(memory_format=torch.channels_last)
         out = torch.nn.functional.interpolate(crop, size=self.size, mode=self.mode,
-                                              antialias=self.mode != "nearest")[0]
+                                              antialias=self.mode != "nearest-exact")[0]
         if torch.rand(1).item() < self.flip_prob:
             out = out.flip(-1)
         return Image.fromarray(out.permute(1, 2, 0).contiguous().numpy())
@@ -105,15 +105,13 @@ class RandomResizedCropFlip:
 
 
 class ToUint8Tensor(T.ToTensor):
-    """PIL image or RGB array -> (3, H, W) uint8 tensor, unscaled: DeviceNormalize does the rest on the device.
+    """PIL image -> (3, H, W) uint8 tensor, unscaled: DeviceNormalize does the rest on the device.
 
     A ToTensor subclass (as timm's MaybeToTensor is) because Composer's RandAugment and AugMix insert
     themselves before the first ToTensor of a dataset's transforms.
     """
 
-    def __call__(self, pic: Any) -> torch.Tensor:
-        if isinstance(pic, torch.Tensor):
-            return pic
+    def __call__(self, pic: Image.Image) -> torch.Tensor:
         # (3, H, W) over (H, W, 3) memory: the collate's stack copies it once, into the batch.
         return _chw(np.array(pic, dtype=np.uint8, copy=True))
 
@@ -125,7 +123,7 @@ class ResizeCenterCrop:
     def __init__(self, resize: int, crop: int, interpolation: str):
         self.resize = resize
         self.crop = crop
-        self.mode = interpolation
+        self.mode = TORCH_MODE[interpolation]
 
     def __call__(self, array: np.ndarray) -> torch.Tensor:
         height, width = array.shape[:2]
@@ -134,7 +132,8 @@ class ResizeCenterCrop:
         else:
             size = (int(self.resize * height / width), self.resize)
         image = _chw(array)[None].contiguous(memory_format=torch.channels_last)
-        out = torch.nn.functional.interpolate(image, size=size, mode=self.mode, antialias=self.mode != "nearest")[0]
+        out = torch.nn.functional.interpolate(image, size=size, mode=self.mode,
+                                              antialias=self.mode != "nearest-exact")[0]
         top = int(round((size[0] - self.crop) / 2.0))
         left = int(round((size[1] - self.crop) / 2.0))
         return out[:, top:top + self.crop, left:left + self.crop]
@@ -150,66 +149,6 @@ def fast_train_transform(cfg: DataConfig) -> T.Compose:
 
 def fast_eval_transform(cfg: DataConfig) -> Callable:
     return ResizeCenterCrop(eval_resize_size(cfg), cfg.eval_resolution, cfg.interpolation)
-
-
-class ChannelsLastCollate:
-    """The fast pipeline's ``collate_fn``: (3, H, W) uint8 images over (H, W, 3) memory, stacked into one
-    (N, H, W, 3) block (a plain copy, where default_collate's (N, 3, H, W) stack transposes every image) and
-    handed on as its (N, 3, H, W) channels-last view, which normalises into either memory format fastest.
-
-    In a worker the block is allocated in shared memory, as default_collate does, so it reaches the training
-    process without another copy.
-    """
-
-    def __call__(self, samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = zip(*samples, strict=True)
-        channels, height, width = images[0].shape
-        shape = (len(images), height, width, channels)
-        if get_worker_info() is not None:
-            storage = torch.UntypedStorage._new_shared(math.prod(shape))
-            block = torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
-        else:
-            block = torch.empty(shape, dtype=torch.uint8)
-        torch.stack([image.permute(1, 2, 0) for image in images], out=block)
-        return block.permute(0, 3, 1, 2), torch.tensor(labels)
-
-
-def normalize_uint8(inputs: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
-    """A uint8 image batch as float32, normalised with the ImageNet mean and std (what ToTensor + Normalize give).
-
-    Converting into one new buffer and scaling it in place takes a quarter of the time of
-    ``inputs.float().sub(mean).div(std)`` on a CPU, which allocates (and page-faults) a batch-sized tensor per
-    step.
-    """
-    scale = 1.0 / (255 * torch.tensor(IMAGENET_STD, device=inputs.device).view(1, 3, 1, 1))
-    shift = -torch.tensor(IMAGENET_MEAN, device=inputs.device).view(1, 3, 1, 1) / torch.tensor(
-        IMAGENET_STD, device=inputs.device).view(1, 3, 1, 1)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    out = torch.empty(inputs.shape, dtype=torch.float32, device=inputs.device, memory_format=memory_format)
-    return out.copy_(inputs).mul_(scale).add_(shift)
-
-
-class DeviceNormalize:
-    """A Composer ``batch_transforms``: uint8 batches to the training device, normalised there.
-
-    Composer applies it to each batch before AFTER_DATALOADER, so every algorithm (progressive resizing, mixup,
-    ...) sees the normalised float batch the reference pipeline would have given it. With channels-last on,
-    the batch comes out channels-last, as the model wants it. On a GPU this work and three quarters of the
-    host-to-device copy leave the CPU; on a CPU it runs in the training process instead of the workers.
-    """
-
-    def __init__(self, device: str, channels_last: bool = False):
-        self.device = device
-        self.channels_last = channels_last
-
-    def __call__(self, batch: Any) -> Any:
-        inputs, targets = batch
-        if inputs.dtype != torch.uint8:
-            return batch
-        if self.device == "gpu":  # Composer has set each rank's current device
-            device = torch.device("cuda", torch.cuda.current_device())
-            inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        return normalize_uint8(inputs, self.channels_last), targets
 
 
 def train_transform(cfg: DataConfig) -> Callable:
