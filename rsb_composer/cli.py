@@ -1,5 +1,5 @@
 """The ``rsb-composer`` command: ``train``, ``show-config``, ``lr-schedule``, ``eval``, ``export``, ``preflight``,
-``bench-data``, ``bench-train``, ``convert-mds``."""
+``bench-data``, ``bench-index``, ``bench-train``, ``convert-mds``."""
 
 from __future__ import annotations
 

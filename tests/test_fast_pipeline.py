@@ -124,8 +124,9 @@ def test_crop_boxes_and_flips_follow_the_reference_distribution():
     areas, ratios = np.array([g[0] for g in ours]), np.array([g[1] for g in ours])
     assert 0.07 < areas.min() < 0.1 and 0.8 < areas.max() <= 1.01
     assert abs(ratios).max() < math.log(4 / 3) + 0.06
-    flips = np.mean([g[2] for g in ours])
-    assert abs(flips - 0.5) < 0.1, f"flip rate {flips}"
+    for name, geometry in (("fast", ours), ("reference", theirs)):
+        flips = np.mean([g[2] for g in geometry])
+        assert abs(flips - 0.5) < 0.06, f"{name} flip rate {flips}"  # 4 standard errors at n = 1000
 
 
 def test_whole_image_resize_matches_the_reference_pixels():

@@ -95,14 +95,19 @@ def _loader(dataset: Dataset, cfg: DataConfig, batch_size: int, train: bool, see
         persistent_workers=cfg.persistent_workers and workers > 0,
         pin_memory=cfg.pin_memory and torch.cuda.is_available(),
         drop_last=train,
-        collate_fn=ChannelsLastCollate() if cfg.pipeline == "fast" and cfg.source != "synthetic" else None,
+        collate_fn=ChannelsLastCollate() if uint8_batches(cfg) else None,
     )
 
 
+def uint8_batches(cfg: DataConfig) -> bool:
+    """The fast pipeline's images stay uint8 until the device; the reference pipeline and synthetic data come
+    normalised already."""
+    return cfg.pipeline == "fast" and cfg.source != "synthetic"
+
+
 def batch_transform(config: Config) -> Callable[[Any], Any] | None:
-    """The fast pipeline's uint8 batches are normalised on the training device; the reference pipeline and
-    synthetic data come normalised already."""
-    if config.data.pipeline != "fast" or config.data.source == "synthetic":
+    """The normalisation of uint8 batches on the training device, if the loader gives uint8 batches."""
+    if not uint8_batches(config.data):
         return None
     from rsb_composer.devices import resolve_device
 
