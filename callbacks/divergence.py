@@ -19,19 +19,18 @@ class TrainingDiverged(RuntimeError):
 
 
 class DivergenceGuard(Callback):
-    def __init__(self, checkpoint_folder: str | Path):
-        self.folder = Path(checkpoint_folder)
+    def __init__(self, latest_checkpoint: str | Path):
+        self.latest = Path(latest_checkpoint)  # the link Composer keeps to the newest checkpoint
 
     def batch_end(self, state: State, logger: Logger) -> None:
         losses = state.total_loss_dict or {}
         loss = losses.get("loss/train/total")
         if loss is None or math.isfinite(float(loss)):
             return
-        latest = self.folder / "latest-rank0.pt"
-        good = latest.resolve().name if latest.exists() else "none yet"
+        good = self.latest.resolve().name if self.latest.exists() else "none yet"
         step = int(state.timestamp.batch)
         raise TrainingDiverged(
             f"the training loss became {float(loss)} at step {step} (epoch {int(state.timestamp.epoch) + 1}); "
-            f"last good checkpoint: {good} in {self.folder}. Lower optimizer.lr or check the data, then rerun "
-            "the same command to resume from it"
+            f"last good checkpoint: {good} in {self.latest.parent}. Lower optimizer.lr or check the data, then "
+            "rerun the same command to resume from it"
         )

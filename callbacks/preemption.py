@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -24,8 +25,9 @@ log = logging.getLogger(__name__)
 
 
 class Preemption(Callback):
-    def __init__(self, folder: str | Path, check_every: int = 10):
+    def __init__(self, folder: str | Path, checkpoint_name: Callable[[int, int], str], check_every: int = 10):
         self.folder = Path(folder)
+        self.checkpoint_name = checkpoint_name  # (epoch, batch) -> the file Composer saves for them
         self.check_every = check_every
         self.requested = False
         self._previous = None
@@ -47,7 +49,7 @@ class Preemption(Callback):
             dist.all_reduce(flag, reduce_operation="MAX")
         if flag.item() == 0:
             return
-        path = self.folder / f"ep{int(state.timestamp.epoch)}-ba{int(state.timestamp.batch)}-rank0.pt"
+        path = self.folder / self.checkpoint_name(int(state.timestamp.epoch), int(state.timestamp.batch))
         log.warning("SIGTERM: saved %s at epoch %d, batch %d; rerun the same command to resume", path,
                     int(state.timestamp.epoch), int(state.timestamp.batch))
         # No evaluation on the way out (Composer would run one at FIT_END): the grace period is short.

@@ -14,14 +14,12 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import re
 import zipfile
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from rsb_composer.run_folder import CHECKPOINT, LATEST
 
-CHECKPOINT = re.compile(r"^ep(\d+)-ba(\d+)-rank0\.pt$")
-LATEST = "latest-rank0.pt"
+log = logging.getLogger(__name__)
 
 
 def is_intact(path: Path) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,16 @@ import yaml
 from composer.utils import dist
 
 from rsb_composer.config import Config
+
+# Composer's checkpoint names in checkpoints/ (its format strings), and rank 0's, which hold the whole state.
+CHECKPOINT_FORMAT = "ep{epoch}-ba{batch}-rank{rank}.pt"
+LATEST_FORMAT = "latest-rank{rank}.pt"
+LATEST = LATEST_FORMAT.format(rank=0)
+CHECKPOINT = re.compile(r"^ep(\d+)-ba(\d+)-rank0\.pt$")  # rank 0's files named by CHECKPOINT_FORMAT
+
+
+def checkpoint_name(epoch: int, batch: int) -> str:
+    return CHECKPOINT_FORMAT.format(epoch=epoch, batch=batch, rank=0)
 
 
 @dataclass(frozen=True)
@@ -28,6 +39,11 @@ class RunFolder:
     @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
+
+    @property
+    def latest_checkpoint(self) -> Path:
+        """Composer's ``latest`` link for autoresume."""
+        return self.checkpoints / LATEST
 
     @property
     def logs(self) -> Path:

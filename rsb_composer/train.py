@@ -42,7 +42,13 @@ from rsb_composer.devices import resolve_device, resolve_precision  # noqa: E402
 from rsb_composer.model import build_model, convert_sync_batchnorm  # noqa: E402
 from rsb_composer.optim import build_optimizer, build_scheduler, scaled_lr  # noqa: E402
 from rsb_composer.resume import repair_latest  # noqa: E402
-from rsb_composer.run_folder import RunFolder, setup_logging  # noqa: E402
+from rsb_composer.run_folder import (  # noqa: E402
+    CHECKPOINT_FORMAT,
+    LATEST_FORMAT,
+    RunFolder,
+    checkpoint_name,
+    setup_logging,
+)
 from rsb_composer.run_loggers import build_loggers  # noqa: E402
 
 log = logging.getLogger("rsb_composer.train")
@@ -122,7 +128,8 @@ def build_trainer(config: Config, checkpoint: str | None = None) -> Trainer:
         step_schedulers_every_batch=True,
         algorithms=algorithms,
         callbacks=[ClassificationMetrics(num_classes), SamplerEpoch(), RuntimeEstimator(time_unit="seconds"),
-                   DivergenceGuard(run.checkpoints), Preemption(run.checkpoints), BroadcastBuffersBeforeEval(),
+                   DivergenceGuard(run.latest_checkpoint), Preemption(run.checkpoints, checkpoint_name),
+                   BroadcastBuffersBeforeEval(),
                    BadImageMonitor(run.bad_images(dist.get_global_rank()), config.data.max_bad_fraction),
                    TopKCheckpoints(run.checkpoints, config.checkpoints.keep_top_k)],
         # A progress bar in a log file is a line per update; without a terminal the epoch lines say enough.
@@ -133,8 +140,8 @@ def build_trainer(config: Config, checkpoint: str | None = None) -> Trainer:
         precision=precision,
         seed=config.seed,
         save_folder=str(run.checkpoints),
-        save_filename="ep{epoch}-ba{batch}-rank{rank}.pt",
-        save_latest_filename="latest-rank{rank}.pt",
+        save_filename=CHECKPOINT_FORMAT,
+        save_latest_filename=LATEST_FORMAT,
         save_interval=config.checkpoints.save_interval,
         save_num_checkpoints_to_keep=config.checkpoints.keep_last,
         autoresume=True,
