@@ -74,14 +74,17 @@ def _bench_train(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides, check_paths=False)
     result = bench_train(config, steps=args.steps, warmup=args.warmup, repeats=args.repeats)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(f"trainer (callbacks and algorithms on): {result['images_per_sec']:,.1f} images/s")
-        print(f"plain PyTorch loop, same model/batch:  {result['plain_images_per_sec']:,.1f} images/s")
-        print(f"ratio: {result['ratio']:.3f}")
-        if "peak_memory_gib" in result:
-            print(f"peak GPU memory: {result['peak_memory_gib']:.1f} GiB")
+    lines = [f"trainer (callbacks and algorithms on): {result['images_per_sec']:,.1f} images/s",
+             f"plain PyTorch loop, same model/batch:  {result['plain_images_per_sec']:,.1f} images/s",
+             f"ratio: {result['ratio']:.3f}"]
+    if "peak_memory_gib" in result:
+        lines.append(f"peak GPU memory: {result['peak_memory_gib']:.1f} GiB")
+    return _report(result, args.json, lines)
+
+
+def _report(result: dict[str, float], as_json: bool, lines: list[str]) -> int:
+    """A benchmark's figures: one JSON object, or the lines for people."""
+    print(json.dumps(result) if as_json else "\n".join(lines))
     return 0
 
 
@@ -93,18 +96,15 @@ def _bench_data(args: argparse.Namespace) -> int:
         result = bench_data(config, batches=args.batches, reference=args.reference)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(f"configured train loader (data.pipeline={config.data.pipeline}): {result['images_per_sec']:,.1f} "
-              "images/s")
-        if args.reference:
-            print(f"reference (data.pipeline=reference: ImageFolder + timm create_transform): "
-                  f"{result['reference_images_per_sec']:,.1f} images/s; ratio {result['ratio']:.2f}")
-            print(f"CPU time per image, one process: {result['ms_per_image']:.2f} ms, reference "
+    lines = [f"configured train loader (data.pipeline={config.data.pipeline}): {result['images_per_sec']:,.1f} "
+             "images/s"]
+    if args.reference:
+        lines += [f"reference (data.pipeline=reference: ImageFolder + timm create_transform): "
+                  f"{result['reference_images_per_sec']:,.1f} images/s; ratio {result['ratio']:.2f}",
+                  f"CPU time per image, one process: {result['ms_per_image']:.2f} ms, reference "
                   f"{result['reference_ms_per_image']:.2f} ms; ratio "
-                  f"{result['reference_ms_per_image'] / result['ms_per_image']:.2f}")
-    return 0
+                  f"{result['reference_ms_per_image'] / result['ms_per_image']:.2f}"]
+    return _report(result, args.json, lines)
 
 
 def _bench_index(args: argparse.Namespace) -> int:
@@ -115,14 +115,11 @@ def _bench_index(args: argparse.Namespace) -> int:
     if args.drop_caches and os.geteuid() != 0:
         raise ConfigError("--drop-caches empties the kernel's file caches and needs root; run without it")
     result = bench_index(Path(args.root), args.files, drop_caches=args.drop_caches)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(f"{result['files']:,} files in {result['classes']:,} classes; index {result['index_mib']:.1f} MiB")
-        print(f"torchvision listing:          {result['torchvision_listing_s']:.3f} s")
-        print(f"first start (list, keep):     {result['first_start_s']:.3f} s")
-        print(f"later starts (check, load):   {result['later_start_s']:.3f} s  ({result['speedup']:.1f}x faster)")
-    return 0
+    return _report(result, args.json, [
+        f"{result['files']:,} files in {result['classes']:,} classes; index {result['index_mib']:.1f} MiB",
+        f"torchvision listing:          {result['torchvision_listing_s']:.3f} s",
+        f"first start (list, keep):     {result['first_start_s']:.3f} s",
+        f"later starts (check, load):   {result['later_start_s']:.3f} s  ({result['speedup']:.1f}x faster)"])
 
 
 def _convert_mds(args: argparse.Namespace) -> int:
