@@ -78,8 +78,9 @@ def _chw(array: np.ndarray) -> torch.Tensor:
 class RandomResizedCropFlip:
     """RandomResizedCrop then a horizontal flip, on an RGB array; returns a PIL image for RandAugment.
 
-    The crop box is drawn by torchvision's own ``RandomResizedCrop.get_params`` and the flip by torch's RNG, as in
-    the reference; only the resize kernel differs (torch's antialiased uint8 resize, close to PIL's).
+    The crop box is drawn by torchvision's own ``RandomResizedCrop.get_params`` (timm's, in the reference, draws
+    from the same distribution with Python's ``random``) and the flip with torch's RNG, as torchvision's
+    RandomHorizontalFlip in the reference does; the resize kernel is torch's antialiased uint8 one, close to PIL's.
     """
 
     def __init__(self, size: int, scale: Sequence[float], interpolation: str, flip_prob: float = 0.5):
