@@ -256,7 +256,7 @@ def generate_tree(split: Path, files: int, classes: int = 1000) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
             (folder / f"n{c:08d}_{i}.JPEG").touch()
-    # The index distrusts folders modified within MTIME_SLACK_NS of its writing; a real tree is older than that.
+    # The index distrusts folders modified within MTIME_SLACK_NS before its walk; a real tree is older than that.
     time.sleep(index_cache.MTIME_SLACK_NS / 1e9 + 0.5)
 
 

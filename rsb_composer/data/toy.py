@@ -135,10 +135,10 @@ def _generate(cfg: ToyConfig, root: Path) -> None:
                 image.save(folder / f"{index:05d}.jpg", quality=90)
 
 
-def draw_example(label: int, num_classes: int, size: int | tuple[int, int], rng: np.random.Generator,
+def draw_example(label: int, num_classes: int, size: tuple[int, int], rng: np.random.Generator,
                  texture: str = "smooth") -> Image.Image:
     """One image of class ``label``: its shape in its hue over a random texture; ``size`` is (width, height)."""
-    width, height = (size, size) if isinstance(size, int) else size
+    width, height = size
     background = _texture(width, height, rng) if texture == "smooth" else _fractal(width, height, rng)
     image = Image.fromarray(background)
     draw = ImageDraw.Draw(image)
