@@ -2,6 +2,8 @@
 
 import collections
 import hashlib
+import multiprocessing
+import os
 import re
 import signal
 import subprocess
@@ -13,8 +15,9 @@ import pytest
 import torch
 from streaming import StreamingDataset
 
-from rsb_composer.config import ToyConfig
+from rsb_composer.config import ConfigError, ToyConfig
 from rsb_composer.data.datasets import list_classes
+from rsb_composer.data.streaming import StreamingImages
 from rsb_composer.data.toy import ensure_toy_dataset
 from tests.conftest import TRAIN_PY
 
@@ -47,6 +50,59 @@ def test_conversion_round_trip_keeps_images_and_labels(shards, tmp_path):
         got = collections.Counter((int(s["label"]), _digest(s["image"])) for s in (dataset[i] for i in
                                                                                  range(dataset.size)))
         assert got == expected  # the same JPEG bytes, the same labels
+
+
+def _open_shards(start, done, remote, local, results):
+    from rsb_composer.data.streaming import StreamingImages
+    start.wait()
+    try:
+        dataset = StreamingImages(remote, local, "train", shuffle=False, batch_size=4, transform=None, seed=0)
+        results.put(dataset._shm_prefix_int)
+        done.wait()  # every dataset alive at once, so none can reuse a name another let go
+    except Exception as error:  # noqa: BLE001 - the parent reports it
+        results.put(repr(error))
+        done.abort()
+
+
+def test_runs_starting_together_on_one_node_each_get_their_own_shared_memory(shards, tmp_path):
+    # Streaming checks for a free shared-memory name, then creates it: without our node lock, runs starting
+    # together collide (FileExistsError), as two tests of this file once did on CI.
+    _, out = shards
+    n = 6
+    context = multiprocessing.get_context("spawn")
+    start, done, results = context.Barrier(n), context.Barrier(n), context.Queue()
+    processes = [context.Process(target=_open_shards, args=(start, done, str(out), str(tmp_path / f"cache{i}"),
+                                                            results)) for i in range(n)]
+    for process in processes:
+        process.start()
+    prefixes = [results.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(timeout=60)
+    assert all(isinstance(p, int) for p in prefixes), prefixes
+    assert len(set(prefixes)) == n
+
+
+def test_a_rerun_after_its_run_was_killed_outright_reads_the_same_cache(shards, tmp_path, subprocess_env):
+    # SIGKILL to the whole process group (a scheduler's time limit) leaves streaming's shared memory registered
+    # to the cache; rerunning the same command must not fail on it, while a second live run must be told.
+    _, out = shards
+    cache = tmp_path / "cache"
+    hold = ("import time\nfrom rsb_composer.data.streaming import StreamingImages\n"
+            f"d = StreamingImages({str(out)!r}, {str(cache)!r}, 'train', shuffle=False, batch_size=4, "
+            "transform=None, seed=0)\nprint('registered', flush=True)\ntime.sleep(300)\n")
+    live = subprocess.Popen([sys.executable, "-c", hold], env=subprocess_env, stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        assert live.stdout.readline().strip() == "registered"
+        with pytest.raises(ConfigError, match="another run on this node is reading shards through"):
+            StreamingImages(str(out), str(cache), "train", shuffle=False, batch_size=4, transform=None, seed=0)
+    finally:
+        os.killpg(live.pid, signal.SIGKILL)
+        live.wait()
+    stale = [p for p in Path("/dev/shm").glob("*_locals") if str(cache / "train").encode() in p.read_bytes()]
+    assert stale  # what the killed run left; without the clean-up streaming says 'Reused local directory'
+    dataset = StreamingImages(str(out), str(cache), "train", shuffle=False, batch_size=4, transform=None, seed=0)
+    assert dataset.size == 64 and dataset[0][1] in range(4)
 
 
 def _run(args, env, cwd, timeout=400):

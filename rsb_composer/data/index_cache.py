@@ -22,17 +22,16 @@ The processes of one node take turns through a lock, so the first lists and the 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 from torchvision.datasets.folder import has_file_allowed_extension
+
+from rsb_composer.node_lock import node_lock
 
 log = logging.getLogger(__name__)
 
@@ -139,24 +138,6 @@ def _save(path: Path, text: str) -> bool:
         return False
 
 
-@contextlib.contextmanager
-def _node_lock(directory: Path) -> Iterator[None]:
-    """One process per node lists a given tree at a time; the others then find its index."""
-    lock = cache_root() / f".{index_paths(directory)[1].stem}.lock"
-    try:
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(lock, "w")  # noqa: SIM115 - held for the body of the with
-    except OSError:
-        yield
-        return
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _build(directory: Path, classes: list[str], extensions: tuple[str, ...]) -> dict[str, list[str]]:
     walk_start_ns = _clock(directory)
     files, folders = _walk(directory, classes, extensions)
@@ -187,7 +168,7 @@ def list_samples(directory: Path, class_to_idx: dict[str, int], extensions: tupl
     if use_index:
         files = _load(directory, classes, extensions)
         if files is None:
-            with _node_lock(directory):
+            with node_lock(cache_root() / f".{index_paths(directory)[1].stem}.lock"):
                 files = _load(directory, classes, extensions) or _build(directory, classes, extensions)
     else:
         files, _ = _walk(directory, classes, extensions)
