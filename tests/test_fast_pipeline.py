@@ -165,6 +165,25 @@ def test_opencv_geometric_ops_match_timms_pil_ops(name, level):
     assert np.abs(ours - theirs).mean() < 2.0  # bicubic kernels differ slightly; a wrong matrix costs 20+
 
 
+TONE_OPS = [(name, factor) for name in ("BrightnessIncreasing", "ContrastIncreasing", "SharpnessIncreasing")
+            for factor in (0.1, 0.37, 1.0, 1.55, 1.9)]
+
+
+@pytest.mark.parametrize("name,factor", TONE_OPS)
+def test_fast_enhance_ops_equal_timms_pixel_for_pixel(name, factor):
+    from timm.data.auto_augment import NAME_TO_OP
+
+    images = [photo(61, 47, seed=3), np.random.default_rng(4).integers(0, 256, (33, 40, 3), dtype=np.uint8),
+              np.full((9, 7, 3), 77, np.uint8), (photo(30, 20, seed=5) // 64 + 100).astype(np.uint8),
+              np.clip(photo(50, 40, seed=6).astype(np.int64) * 2, 0, 255).astype(np.uint8)]
+    # a photo, noise, one flat value, a narrow range of values, blown highlights
+    for array in images:
+        image = Image.fromarray(array)
+        ours = np.asarray(randaugment.FAST_OPS[name](image, factor))
+        theirs = np.asarray(NAME_TO_OP[name](image, factor))
+        np.testing.assert_array_equal(ours, theirs, err_msg=f"{name}({factor})")
+
+
 def test_randaugment_output_distribution_matches_timm():
     """Every op on, timm's draws: brightness, contrast and how much of the fill colour shows match timm's."""
     cfg = DataConfig(train_resolution=64, interpolation="bicubic", auto_augment="rand-m9-mstd0.5-inc1")
@@ -180,8 +199,8 @@ def test_randaugment_output_distribution_matches_timm():
             rows.append((out.mean(), out.std(), (np.abs(out - fill).sum(-1) < 3).mean()))
         return np.array(rows)
 
-    ours = stats(randaugment.randaugment(cfg, fast_geometry=True), seed=1)
-    theirs = stats(randaugment.randaugment(cfg, fast_geometry=False), seed=2)
+    ours = stats(randaugment.randaugment(cfg, fast_ops=True), seed=1)
+    theirs = stats(randaugment.randaugment(cfg, fast_ops=False), seed=2)
     for index, what in enumerate(("mean intensity", "contrast", "fill fraction")):
         assert_same_distribution(ours[:, index], theirs[:, index], what)
 

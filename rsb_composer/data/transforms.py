@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 from PIL import Image
+from timm.data.transforms import RandomResizedCropAndInterpolation
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
@@ -78,9 +79,10 @@ def _chw(array: np.ndarray) -> torch.Tensor:
 class RandomResizedCropFlip:
     """RandomResizedCrop then a horizontal flip, on an RGB array; returns a PIL image for RandAugment.
 
-    The crop box is drawn by torchvision's own ``RandomResizedCrop.get_params`` (timm's, in the reference, draws
-    from the same distribution with Python's ``random``) and the flip with torch's RNG, as torchvision's
-    RandomHorizontalFlip in the reference does; the resize kernel is torch's antialiased uint8 one, close to PIL's.
+    The crop box is drawn by the reference's own sampler, timm's ``RandomResizedCropAndInterpolation.get_params``
+    (Python's ``random``: 4 us a draw, where torchvision's, the same distribution through torch tensors, takes 30),
+    and the flip with torch's RNG, as torchvision's RandomHorizontalFlip in the reference does; the
+    resize kernel is torch's antialiased uint8 one, close to PIL's.
     """
 
     def __init__(self, size: int, scale: Sequence[float], interpolation: str, flip_prob: float = 0.5):
@@ -91,7 +93,7 @@ class RandomResizedCropFlip:
 
     def __call__(self, array: np.ndarray) -> Image.Image:
         image = _chw(array)
-        top, left, height, width = T.RandomResizedCrop.get_params(image, list(self.scale), list(CROP_RATIO))
+        top, left, height, width = RandomResizedCropAndInterpolation.get_params(image, self.scale, CROP_RATIO)
         # A channels-last copy of the crop in, a channels-last result out: torch's fastest uint8 antialiased
         # kernel, and the (H, W, 3) memory PIL wants without another copy (half the time of resizing the view).
         crop = image[None, :, top:top + height, left:left + width].contiguous(memory_format=torch.channels_last)
@@ -143,7 +145,7 @@ class ResizeCenterCrop:
 def fast_train_transform(cfg: DataConfig) -> T.Compose:
     steps: list[Callable] = [RandomResizedCropFlip(cfg.train_resolution, cfg.crop_scale, cfg.interpolation)]
     if cfg.auto_augment:
-        steps.append(randaugment(cfg, fast_geometry=True))
+        steps.append(randaugment(cfg, fast_ops=True))
     steps.append(ToUint8Tensor())
     return T.Compose(steps)
 
