@@ -4,7 +4,7 @@
 resize + centre crop for evaluation, ending in float tensors normalised on the CPU.
 
 ``fast`` (the default): the same augmentations in the same order, drawn from the same distributions
-(torchvision's RandomResizedCrop sampling, a 0.5 flip, timm's RandAugment), on RGB arrays from
+(timm's RandomResizedCrop sampling, a 0.5 flip, timm's RandAugment), on RGB arrays from
 :mod:`rsb_composer.data.decode`; crops are resized by torch's antialiased uint8 kernels, RandAugment's
 geometric ops run in OpenCV (:mod:`rsb_composer.data.randaugment`), and batches stay uint8 (a quarter of the
 bytes through worker queues, pinned memory and the host-to-device copy) until
