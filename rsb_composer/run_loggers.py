@@ -14,6 +14,7 @@ import secrets
 import socket
 from typing import Any
 
+from composer.core import State
 from composer.loggers import LoggerDestination, ProgressBarLogger, WandBLogger
 from composer.utils import dist
 
@@ -43,9 +44,17 @@ class LocalCheckpointWandBLogger(WandBLogger):
 class MetricsProgressBar(ProgressBarLogger):
     """Composer's progress bar (batches/s, the epoch's ETA) showing the latest step loss and val/acc1."""
 
+    SHOWN = ("train/loss", "val/acc1")
+
     def __init__(self) -> None:
         super().__init__()
         self._val_acc1: float | None = None
+
+    def _build_pbar(self, state: State, is_train: bool) -> Any:
+        # Composer's bars keep only keys containing 'loss/train' (train) or 'eval' (eval) and would drop ours.
+        bar = super()._build_pbar(state, is_train)
+        bar.keys_to_log = list(self.SHOWN)
+        return bar
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         shown: dict[str, Any] = {}

@@ -96,3 +96,34 @@ def test_two_process_ddp_run_trains_on_disjoint_shards(write_recipe, tmp_path, s
     assert [r["epoch"] for r in rows] == ["1"] and rows[0]["val/acc1"] != ""
     assert "epoch 1/1" in (run_dir / "logs" / "train_rank1.log").read_text()  # rank 1 trained too
     assert [p.name for p in run_dir.glob("*.csv")] == ["metrics.csv"]  # one table, written by rank 0
+
+
+def test_progress_bar_in_a_terminal_shows_step_loss_and_val_acc1(write_recipe, tmp_path, subprocess_env):
+    # The bar is drawn only on a terminal (a log file would get a line per update), so give the run one.
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # tqdm draws nothing at width 0
+    process = subprocess.Popen([sys.executable, str(TRAIN_PY), str(write_recipe()), "progress_bar=true"],
+                               stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal, env=subprocess_env,
+                               cwd=tmp_path)
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the run ended and closed its side
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(controller)
+    assert process.wait(timeout=300) == 0, output[-3000:]
+    bars = [line for line in re.split(r"[\r\n]", output.decode(errors="replace")) if "ba/s" in line]
+    assert any(re.search(r"train/loss=\d", bar) for bar in bars)  # the step loss, from the first batch on
+    assert any(re.search(r"Epoch +1:.*val/acc1=0\.\d{4}", bar) for bar in bars)  # after the first evaluation
+    assert (tmp_path / "runs" / "tiny" / "metrics.csv").exists()
