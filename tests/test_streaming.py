@@ -61,30 +61,34 @@ def _open_shards(start, done, remote, local, results):
         done.wait()  # every dataset alive at once, so none can reuse a name another let go
     except Exception as error:  # noqa: BLE001 - the parent reports it
         results.put(repr(error))
-        done.abort()
 
 
 def test_runs_starting_together_on_one_node_each_get_their_own_shared_memory(shards, tmp_path):
     # Streaming checks for a free shared-memory name, then creates it: without our node lock, runs starting
-    # together collide (FileExistsError), as two tests of this file once did on CI.
+    # together collide (FileExistsError), as two tests of this file once did on CI; six do nearly every time.
     _, out = shards
     n = 6
     context = multiprocessing.get_context("spawn")
-    start, done, results = context.Barrier(n), context.Barrier(n), context.Queue()
+    start, done, results = context.Barrier(n, timeout=120), context.Barrier(n, timeout=120), context.Queue()
     processes = [context.Process(target=_open_shards, args=(start, done, str(out), str(tmp_path / f"cache{i}"),
-                                                            results)) for i in range(n)]
-    for process in processes:
-        process.start()
-    prefixes = [results.get(timeout=120) for _ in processes]
-    for process in processes:
-        process.join(timeout=60)
+                                                            results), daemon=True) for i in range(n)]
+    try:
+        for process in processes:
+            process.start()
+        prefixes = [results.get(timeout=120) for _ in processes]
+    finally:
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.terminate()
     assert all(isinstance(p, int) for p in prefixes), prefixes
     assert len(set(prefixes)) == n
 
 
-def test_a_rerun_after_its_run_was_killed_outright_reads_the_same_cache(shards, tmp_path, subprocess_env):
-    # SIGKILL to the whole process group (a scheduler's time limit) leaves streaming's shared memory registered
-    # to the cache; rerunning the same command must not fail on it, while a second live run must be told.
+def test_a_cache_in_use_and_one_left_registered_get_a_one_line_error_with_the_fix(shards, tmp_path,
+                                                                                  subprocess_env):
+    # Streaming refuses a cache another live dataset registered, and one a run killed with SIGKILL during start-up
+    # left registered; both now say so in one line naming data.local, the second naming what to remove.
     _, out = shards
     cache = tmp_path / "cache"
     hold = ("import time\nfrom rsb_composer.data.streaming import StreamingImages\n"
@@ -92,16 +96,24 @@ def test_a_rerun_after_its_run_was_killed_outright_reads_the_same_cache(shards, 
             "transform=None, seed=0)\nprint('registered', flush=True)\ntime.sleep(300)\n")
     live = subprocess.Popen([sys.executable, "-c", hold], env=subprocess_env, stdout=subprocess.PIPE, text=True,
                             start_new_session=True)
+
+    def open_cache():
+        return StreamingImages(str(out), str(cache), "train", shuffle=False, batch_size=4, transform=None, seed=0)
+
     try:
         assert live.stdout.readline().strip() == "registered"
-        with pytest.raises(ConfigError, match="another run on this node is reading shards through"):
-            StreamingImages(str(out), str(cache), "train", shuffle=False, batch_size=4, transform=None, seed=0)
+        with pytest.raises(ConfigError, match=r"data.local: another streaming dataset on this node reads shards "
+                                              r"through .*cache/train"):
+            open_cache()
     finally:
-        os.killpg(live.pid, signal.SIGKILL)
-        live.wait()
-    stale = [p for p in Path("/dev/shm").glob("*_locals") if str(cache / "train").encode() in p.read_bytes()]
-    assert stale  # what the killed run left; without the clean-up streaming says 'Reused local directory'
-    dataset = StreamingImages(str(out), str(cache), "train", shuffle=False, batch_size=4, transform=None, seed=0)
+        os.killpg(live.pid, signal.SIGKILL)  # with its resource tracker, which would otherwise clean up
+        live.wait(timeout=60)
+    with pytest.raises(ConfigError, match=r"remove (/dev/shm/\d{6}_\* ?)+\)") as left:
+        open_cache()
+    for pattern in re.search(r"remove (.*)\)", str(left.value)).group(1).split():
+        for path in Path("/").glob(pattern.lstrip("/")):
+            path.unlink()
+    dataset = open_cache()
     assert dataset.size == 64 and dataset[0][1] in range(4)
 
 

@@ -103,8 +103,10 @@ def test_progress_bar_in_a_terminal_shows_step_loss_and_val_acc1(write_recipe, t
     import fcntl
     import os
     import pty
+    import select
     import struct
     import termios
+    import time
 
     controller, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # tqdm draws nothing at width 0
@@ -112,17 +114,23 @@ def test_progress_bar_in_a_terminal_shows_step_loss_and_val_acc1(write_recipe, t
                                stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal, env=subprocess_env,
                                cwd=tmp_path)
     os.close(terminal)
-    output = b""
-    while True:
-        try:
-            chunk = os.read(controller, 65536)
-        except OSError:  # the run ended and closed its side
-            break
-        if not chunk:
-            break
-        output += chunk
-    os.close(controller)
-    assert process.wait(timeout=300) == 0, output[-3000:]
+    output, deadline = b"", time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            if not select.select([controller], [], [], 1.0)[0]:
+                continue
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the run ended and closed its side
+                break
+            if not chunk:
+                break
+            output += chunk
+    finally:
+        os.close(controller)
+        if process.poll() is None and time.monotonic() >= deadline:
+            process.kill()
+    assert process.wait(timeout=60) == 0, output[-3000:]
     bars = [line for line in re.split(r"[\r\n]", output.decode(errors="replace")) if "ba/s" in line]
     assert any(re.search(r"train/loss=\d", bar) for bar in bars)  # the step loss, from the first batch on
     assert any(re.search(r"Epoch +1:.*val/acc1=0\.\d{4}", bar) for bar in bars)  # after the first evaluation

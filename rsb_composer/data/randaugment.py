@@ -6,7 +6,7 @@ change the pixels (each op's ``aug_fn``), so the augmentation keeps its distribu
 - rotate, shear, translate: PIL's affine transform takes 2 to 3 ms at 224 px with bicubic interpolation, the
   largest single cost of the augmentation; OpenCV's ``warpAffine`` with the same matrix, interpolation and fill
   is about 3x faster, its pixels within resampling rounding of PIL's.
-- brightness, contrast, sharpness: Pillow's ``ImageEnhance`` blends every pixel with a degenerate image (170,
+- brightness, contrast, sharpness: Pillow's ``ImageEnhance`` blends every pixel with a degenerate image (200,
   240 and 590 us at 160 px); brightness and contrast are one table lookup, and sharpness is a 3x3 filter in
   OpenCV, with Pillow's own arithmetic (float32, truncated; the filter's rounding and untouched border), so the
   result is identical to Pillow's, pixel for pixel, in a third to a half of the time.

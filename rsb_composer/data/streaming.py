@@ -20,21 +20,22 @@ from typing import Any
 
 from composer.utils import dist
 from streaming import MDSWriter, StreamingDataset
-from streaming.base.constant import LOCALS, SHM_TO_CLEAN
+from streaming.base.constant import LOCALS
 from streaming.base.shared.prefix import _unpack_locals
 from tqdm import tqdm
 
 from rsb_composer.config import ConfigError
 from rsb_composer.data.datasets import ImageFolderSplit, list_classes
 from rsb_composer.data.decode import decode_pil
-from rsb_composer.node_lock import hold_for_process, node_lock
+from rsb_composer.node_lock import node_lock, node_wide_dir
 
 log = logging.getLogger(__name__)
 
 COLUMNS = {"image": "bytes", "label": "int"}
 CLASSES_FILE = "classes.txt"
 SPLITS = ("train", "val")
-SHM_LOCK = Path(tempfile.gettempdir()) / "rsb-composer-streaming-shm.lock"  # where streaming keeps its own locks
+SHM_LOCK = node_wide_dir() / "rsb-composer-streaming.lock"  # beside the shared memory it guards
+LOCK_TIMEOUT_S = 120.0
 
 
 def convert_imagefolder(root: str | Path, out: str | Path, shard_size: str = "256mb",
@@ -62,40 +63,18 @@ def local_classes(remote: str | None, local: str | None) -> list[str] | None:
     return None
 
 
-_claimed: set[str] = set()
-
-
 def _digest(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-def _claim_cache(local_dir: str) -> None:
-    """Mark ``local_dir`` as read through by this run for as long as it lives, then free what a killed run left.
-
-    Streaming refuses a cache another dataset on this node has registered ('Reused local directory'), and a run
-    killed together with its whole process group (SIGKILL at a scheduler's time limit) never unregisters, so
-    rerunning the same command would fail on the dead run's registration. The claim tells the two apart: a live
-    run holds its claim, so once this run holds it, any registration of ``local_dir`` belongs to a dead run.
-    """
-    if local_dir in _claimed:  # claimed by this process: a registration may be one of its own live datasets
-        return
-    if not hold_for_process(Path(tempfile.gettempdir()) / f"rsb-composer-mds-{_digest(local_dir)}.lock"):
-        raise ConfigError(f"data.local: another run on this node is reading shards through {local_dir}; "
-                          "give each run that runs at the same time its own data.local")
-    shm = Path("/dev/shm")  # where Linux keeps POSIX shared memory; streaming's names are <prefix>_<name>
-    for registration in shm.glob(f"*_{LOCALS}") if shm.is_dir() else ():
-        try:
-            their_locals, _ = _unpack_locals(registration.read_bytes())
-        except (OSError, ValueError, UnicodeDecodeError):
-            continue
-        if local_dir in their_locals:
-            prefix = registration.name.split("_")[0]
-            for name in SHM_TO_CLEAN:
-                with contextlib.suppress(OSError):
-                    (shm / f"{prefix}_{name}").unlink()
-            log.warning("freed streaming's shared memory %s_* left behind by a killed run that read through %s",
-                        prefix, local_dir)
-    _claimed.add(local_dir)
+def _registrations(local_dir: str) -> list[str]:
+    """Streaming's shared-memory registrations (``/dev/shm/<prefix>_locals``) that name ``local_dir``."""
+    found = []
+    for path in Path("/dev/shm").glob(f"*_{LOCALS}"):
+        with contextlib.suppress(OSError, ValueError, UnicodeDecodeError):
+            if local_dir in _unpack_locals(path.read_bytes())[0]:  # streaming 0.13's private layout
+                found.append(path.name.split("_")[0])
+    return found
 
 
 class StreamingImages(StreamingDataset):
@@ -104,20 +83,34 @@ class StreamingImages(StreamingDataset):
 
     def __init__(self, remote: str | None, local: str | None, split: str, shuffle: bool, batch_size: int,
                  transform: Callable | None, seed: int, decode: Callable[[bytes], Any] = decode_pil):
-        if remote and not local:  # streaming's default cache, but named here so it can be claimed
+        if remote and not local:  # streaming's default cache, named here so errors can name it
             local = str(Path(tempfile.gettempdir()) / "rsb-composer-mds" / _digest(remote.rstrip("/")))
         local_dir = os.path.abspath(f"{local.rstrip('/')}/{split}")
-        # Streaming 0.13 registers a dataset's shared memory by looking for a free name and then creating it:
-        # two runs starting together on one node can pick the same name, and one dies with FileExistsError.
-        # Local leaders take turns here; the other local ranks only attach to what their leader registered.
+        # Streaming 0.13 registers a dataset's shared memory by looking for a free name, then creating it: two
+        # runs starting together on one node can pick the same name, and one dies with FileExistsError. So the
+        # local leaders of this node take turns. Streaming initialises torch.distributed itself if it is not
+        # yet, and its other local ranks then wait in that rendezvous for their leader, which holds the lock by
+        # then; if it is initialised already, the barrier below makes them wait. The wait is bounded: two
+        # multi-node runs starting together on the same nodes could otherwise each hold one node's lock while
+        # waiting for the other's rendezvous.
         leader = dist.get_local_rank() == 0
-        with node_lock(SHM_LOCK) if leader else contextlib.nullcontext():
-            if leader and remote:
-                _claim_cache(local_dir)
-            super().__init__(
-                remote=f"{remote.rstrip('/')}/{split}" if remote else None, local=local_dir,
-                shuffle=shuffle, batch_size=batch_size, shuffle_seed=seed,
-            )
+        with node_lock(SHM_LOCK, timeout=LOCK_TIMEOUT_S) if leader else contextlib.nullcontext():
+            if dist.is_initialized():
+                dist.barrier()
+            try:
+                super().__init__(
+                    remote=f"{remote.rstrip('/')}/{split}" if remote else None, local=local_dir,
+                    shuffle=shuffle, batch_size=batch_size, shuffle_seed=seed,
+                )
+            except ValueError as error:
+                if "Reused local directory" not in str(error):
+                    raise
+                prefixes = " ".join(f"/dev/shm/{p}_*" for p in _registrations(local_dir)) or "/dev/shm"
+                raise ConfigError(
+                    f"data.local: another streaming dataset on this node reads shards through {local_dir}; give "
+                    f"each run at the same time its own data.local (if none is running, one killed while starting "
+                    f"left its registration: remove {prefixes})"
+                ) from None
         self.transform = transform
         self.decode = decode
 
