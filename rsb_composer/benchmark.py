@@ -1,8 +1,8 @@
 """Throughput measurements: the train loader, the real trainer, and the same model in a plain PyTorch loop.
 
 ``bench_train`` runs the configured recipe through :func:`rsb_composer.train.build_trainer` on synthetic data
-(callbacks and algorithms included) and times its steps, then times the same model, batch, optimizer, loss and
-precision in a bare loop, in the same process; the ratio says what the trainer's machinery costs.
+(callbacks and algorithms included) and, between its steps, the same model, batch, optimizer, loss and
+precision in a bare loop, timing both; the ratio says what the trainer's machinery costs.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 from torch.utils.data import DataLoader
 
-from rsb_composer.config import Config, DataConfig, SyntheticConfig
+from rsb_composer.config import Config, ConfigError, DataConfig, SyntheticConfig
 from rsb_composer.data import index_cache
 from rsb_composer.devices import resolve_device, resolve_precision
 from rsb_composer.losses import build_loss
@@ -116,59 +117,118 @@ def measure_loader(loader: DataLoader, batches: int, batch_transform: Callable[[
         del iterator  # without persistent workers this stops the worker processes now
 
 
-class _StepTimer(Callback):
-    """Wall time of the trainer's steps after ``warmup`` steps, synchronised with the device."""
-
-    def __init__(self, warmup: int):
-        self.warmup = warmup
-        self.start: float | None = None
-        self.end: float | None = None
-        self.images = 0
-
-    def _sync(self) -> None:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-
-    def batch_end(self, state: State, logger: Logger) -> None:
-        done = int(state.timestamp.batch)
-        if done == self.warmup:
-            self._sync()
-            self.start = time.perf_counter()
-        elif done > self.warmup:
-            self.images += int(state.batch[0].shape[0]) if isinstance(state.batch, (tuple, list)) else 0
-            self._sync()
-            self.end = time.perf_counter()
-
-    def images_per_sec(self) -> float:
-        assert self.start is not None and self.end is not None, "not enough steps were timed"
-        return self.images / (self.end - self.start)
-
-
-def synthetic_config(config: Config, steps: int, warmup: int, run_dir: str) -> Config:
+def synthetic_config(config: Config, steps: int, run_dir: str) -> Config:
     """The recipe on synthetic tensors: same model, batch, resolution, optimizer and algorithms."""
     data: DataConfig = replace(
         config.data, source="synthetic", num_workers=min(config.data.num_workers, 4), repeated_augmentation=0,
         synthetic=SyntheticConfig(num_classes=config.model.num_classes or 1000,
-                                  train_samples=config.data.batch_size * (steps + warmup),
+                                  train_samples=config.data.batch_size * steps,
                                   val_samples=config.eval_batch_size),
     )
     algorithms = {k: v for k, v in config.algorithms.items() if k not in ("randaugment", "augmix")}
-    return replace(config, data=data, algorithms=algorithms, run_dir=run_dir, max_duration=f"{steps + warmup}ba",
-                   eval_interval=f"{10 * (steps + warmup)}ba", progress_bar=False, loggers=replace(config.loggers,
-                   wandb=None), checkpoints=replace(config.checkpoints, save_interval=f"{10 * (steps + warmup)}ba",
-                                                    keep_top_k=0))
+    return replace(config, data=data, algorithms=algorithms, run_dir=run_dir, max_duration=f"{steps}ba",
+                   eval_interval=f"{10 * steps}ba", progress_bar=False, loggers=replace(config.loggers, wandb=None),
+                   checkpoints=replace(config.checkpoints, save_interval=f"{10 * steps}ba", keep_top_k=0))
 
 
-def trainer_throughput(config: Config, steps: int, warmup: int) -> float:
+class PlainLoop:
+    """The trainer's model, batch, optimizer, loss and precision in a bare PyTorch step over one device-resident
+    batch: the unmodified network (no algorithms), no data loading, no callbacks."""
+
+    def __init__(self, config: Config):
+        device_kind = resolve_device()
+        self.device = torch.device("cuda" if device_kind == "gpu" else "cpu")
+        num_classes = config.model.num_classes or 1000
+        model = build_model(config.model, num_classes, config.loss).module.to(self.device)
+        channels_last = config.algorithms.get("channels_last") is not None
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(model, config.optimizer,
+                                         scaled_lr(config.optimizer, config.data.batch_size))
+        self.loss_fn = build_loss(config.loss)
+        res = config.data.train_resolution
+        self.inputs = torch.randn(config.data.batch_size, 3, res, res, device=self.device)
+        if channels_last:
+            self.inputs = self.inputs.contiguous(memory_format=torch.channels_last)
+        self.targets = torch.randint(0, num_classes, (config.data.batch_size,), device=self.device)
+        self.model = torch.compile(model) if config.model.compile else model
+        precision = resolve_precision(config.precision, device_kind)
+        self.dtype = {"amp_fp16": torch.float16, "amp_bf16": torch.bfloat16}.get(precision)
+        self.scaler = torch.amp.GradScaler(enabled=self.dtype == torch.float16)
+        self.model.train()
+
+    def step(self) -> None:
+        autocast = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
+        with autocast:
+            loss = self.loss_fn(self.model(self.inputs), self.targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+class PairedTimer(Callback):
+    """Times the trainer's steps and, between them, one step of the plain loop each, so both see the machine in
+    the same state: on a shared machine, runs of each one after the other differ by more than the overhead being
+    measured (docs/benchmarks.md).
+
+    Steps 1 to ``warmup``: the trainer alone (its peak memory is read at the end); steps ``warmup`` + 1 to
+    2 ``warmup``: the plain loop's warm-up (autotuning, compilation) too; after that both are timed: a trainer
+    step from the end of one BATCH_END to the start of the next (data loading, events, algorithms, the step,
+    Composer's per-step bookkeeping), a plain step inside BATCH_END. Each ends at a device synchronisation;
+    Composer synchronises every step anyway (it reads the loss), the plain loop alone would not, so on a GPU the
+    plain figure may be a little low (the first kernels of a step no longer overlap the previous step's end).
+    """
+
+    def __init__(self, config: Config, warmup: int):
+        self.config = config
+        self.warmup = warmup
+        self.plain: PlainLoop | None = None
+        self.trainer_s: list[float] = []
+        self.plain_s: list[float] = []
+        self.peak_memory_gib: float | None = None
+        self._left: float | None = None
+
+    def fit_start(self, state: State, logger: Logger) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+
+    def batch_end(self, state: State, logger: Logger) -> None:
+        _sync()
+        arrived = time.perf_counter()
+        done = int(state.timestamp.batch)
+        if done == self.warmup:
+            if torch.cuda.is_available():
+                self.peak_memory_gib = torch.cuda.max_memory_allocated() / 2**30
+            self.plain = PlainLoop(self.config)
+        timed = done > 2 * self.warmup
+        if timed and self._left is not None:
+            self.trainer_s.append(arrived - self._left)
+        if self.plain is not None:
+            start = time.perf_counter()
+            self.plain.step()
+            _sync()
+            if timed:
+                self.plain_s.append(time.perf_counter() - start)
+        self._left = time.perf_counter()
+
+
+def paired_steps(config: Config, steps: int, warmup: int) -> PairedTimer:
+    """One run of the recipe through the real trainer on synthetic data with a PairedTimer; ``steps`` timed."""
     from rsb_composer.train import build_trainer
 
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     with tempfile.TemporaryDirectory(prefix="rsb-bench-") as tmp:
-        cfg = synthetic_config(config, steps, warmup, run_dir=str(Path(tmp) / "run"))
+        cfg = synthetic_config(config, steps + 2 * warmup, run_dir=str(Path(tmp) / "run"))
+        timer = PairedTimer(config, warmup)
         try:
             trainer = build_trainer(cfg)
-            timer = _StepTimer(warmup)
             trainer.state.callbacks.append(timer)
             trainer.fit()
             trainer.close()
@@ -178,62 +238,27 @@ def trainer_throughput(config: Config, steps: int, warmup: int) -> float:
                     root.removeHandler(handler)
                     handler.close()
             root.setLevel(level)
-        return timer.images_per_sec()
-
-
-def plain_throughput(config: Config, steps: int, warmup: int) -> float:
-    """The same model, batch, optimizer, loss and precision in a bare loop over one device-resident batch."""
-    device_kind = resolve_device()
-    device = torch.device("cuda" if device_kind == "gpu" else "cpu")
-    precision = resolve_precision(config.precision, device_kind)
-    num_classes = config.model.num_classes or 1000
-    model = build_model(config.model, num_classes, config.loss).module.to(device)
-    channels_last = config.algorithms.get("channels_last") is not None
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, config.optimizer, scaled_lr(config.optimizer, config.data.batch_size))
-    loss_fn = build_loss(config.loss)
-    res = config.data.train_resolution
-    inputs = torch.randn(config.data.batch_size, 3, res, res, device=device)
-    if channels_last:
-        inputs = inputs.contiguous(memory_format=torch.channels_last)
-    targets = torch.randint(0, num_classes, (config.data.batch_size,), device=device)
-    if config.model.compile:
-        model = torch.compile(model)
-    dtype = {"amp_fp16": torch.float16, "amp_bf16": torch.bfloat16}.get(precision)
-    scaler = torch.amp.GradScaler(enabled=dtype == torch.float16)
-    model.train()
-
-    def step() -> None:
-        autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
-        with autocast:
-            loss = loss_fn(model(inputs), targets)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-
-    for _ in range(warmup):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return steps * config.data.batch_size / (time.perf_counter() - start)
+    return timer
 
 
 def bench_train(config: Config, steps: int, warmup: int = 3, repeats: int = 2) -> dict[str, float]:
-    """Trainer and plain loop, alternating ``repeats`` times, each keeping its best figure: on a shared machine a
-    single pair can differ by more than the overhead being measured (docs/benchmarks.md)."""
-    ours, plain = 0.0, 0.0
+    """Images/s of the trainer and of the plain loop from the median of their paired step times, pooled over
+    ``repeats`` runs; the median keeps a moment of another process on the machine out of both figures."""
+    if steps < 1 or warmup < 1 or repeats < 1:
+        raise ConfigError(f"bench-train needs --steps, --warmup and --repeats of at least 1 (got {steps}, {warmup}, "
+                          f"{repeats}): the plain loop warms up while the trainer does")
+    trainer_s: list[float] = []
+    plain_s: list[float] = []
+    peak = None
     for _ in range(repeats):
-        ours = max(ours, trainer_throughput(config, steps, warmup))
-        plain = max(plain, plain_throughput(config, steps, warmup))
-    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-    result = {"images_per_sec": ours, "plain_images_per_sec": plain, "ratio": ours / plain}
+        timer = paired_steps(config, steps, warmup)
+        trainer_s += timer.trainer_s
+        plain_s += timer.plain_s
+        peak = timer.peak_memory_gib if peak is None else peak
+    batch = config.data.batch_size
+    ours, plain = batch / statistics.median(trainer_s), batch / statistics.median(plain_s)
+    result = {"images_per_sec": ours, "plain_images_per_sec": plain, "ratio": ours / plain,
+              "timed_steps": min(len(trainer_s), len(plain_s))}
     if peak is not None:
         result["peak_memory_gib"] = peak
     return result

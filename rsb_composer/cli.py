@@ -207,10 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_bench_index)
 
     p = with_config("bench-train", "images/s of the real trainer vs a plain PyTorch loop, on synthetic data")
-    p.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps of each (default 20)")
+    p.add_argument("--warmup", type=int, default=3,
+                   help="untimed steps of each first (default 3; the trainer's first W alone, for peak memory)")
     p.add_argument("--repeats", type=int, default=2,
-                   help="alternate trainer and plain loop this many times, keep the best of each (default 2)")
+                   help="runs of the trainer, each with its paired plain steps, pooled (default 2)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_bench_train)
     return parser

@@ -52,12 +52,15 @@ def test_preflight_fails_with_the_line_that_says_what_to_fix(write_recipe, tmp_p
 
 
 def test_bench_train_reports_the_trainer_and_the_plain_loop(write_recipe, tmp_path, subprocess_env):
-    result = _cli("bench-train", write_recipe(), "--steps", "3", "--warmup", "1", "--repeats", "1", "--json",
+    result = _cli("bench-train", write_recipe(), "--steps", "3", "--warmup", "1", "--repeats", "2", "--json",
                   env=subprocess_env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["images_per_sec"] > 0 and figures["plain_images_per_sec"] > 0
+    assert figures["timed_steps"] == 6  # 3 pairs in each of 2 runs, after the warm-up
     assert figures["ratio"] == pytest.approx(figures["images_per_sec"] / figures["plain_images_per_sec"])
+    no_warmup = _cli("bench-train", write_recipe(), "--warmup", "0", env=subprocess_env, cwd=tmp_path)
+    assert no_warmup.returncode == 2 and "--warmup and --repeats of at least 1" in no_warmup.stderr
 
 
 def test_bench_data_times_the_configured_loader_beside_the_reference(write_recipe, tmp_path, subprocess_env):
