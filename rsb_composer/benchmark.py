@@ -27,7 +27,7 @@ from rsb_composer.config import Config, ConfigError, DataConfig, SyntheticConfig
 from rsb_composer.data import index_cache
 from rsb_composer.devices import resolve_device, resolve_precision
 from rsb_composer.losses import build_loss
-from rsb_composer.model import build_model
+from rsb_composer.model import build_model, prepare_compile
 from rsb_composer.optim import build_optimizer, scaled_lr
 
 log = logging.getLogger(__name__)
@@ -151,6 +151,8 @@ class PlainLoop:
         if channels_last:
             self.inputs = self.inputs.contiguous(memory_format=torch.channels_last)
         self.targets = torch.randint(0, num_classes, (config.data.batch_size,), device=self.device)
+        if config.model.compile:
+            prepare_compile()
         self.model = torch.compile(model) if config.model.compile else model
         precision = resolve_precision(config.precision, device_kind)
         self.dtype = {"amp_fp16": torch.float16, "amp_bf16": torch.bfloat16}.get(precision)

@@ -37,3 +37,16 @@ def build_model(cfg: ModelConfig, num_classes: int, loss: LossConfig | None = No
 
 def convert_sync_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
     return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+def prepare_compile() -> None:
+    """Inductor settings for ``model.compile: true``, before anything is compiled.
+
+    torch 2.7.0's Inductor fails on ResNet training steps when it lets a kernel write into a dead input buffer
+    (``InductorError: KeyError: 'op7'`` in ``Scheduler.get_fused_node``, pytorch/pytorch#151423; seen here for
+    ResNet-18 and ResNet-50 backward on the CPU): compile without that in-place reuse. Freed buffers are still
+    reused (``allow_buffer_reuse``).
+    """
+    import torch._inductor.config as inductor
+
+    inductor.inplace_buffers = False

@@ -39,7 +39,7 @@ from rsb_composer.algorithms import build_algorithms  # noqa: E402
 from rsb_composer.config import Config, ConfigError, load_config  # noqa: E402
 from rsb_composer.data import build_loaders  # noqa: E402
 from rsb_composer.devices import resolve_device, resolve_precision  # noqa: E402
-from rsb_composer.model import build_model, convert_sync_batchnorm  # noqa: E402
+from rsb_composer.model import build_model, convert_sync_batchnorm, prepare_compile  # noqa: E402
 from rsb_composer.optim import build_optimizer, build_scheduler, scaled_lr  # noqa: E402
 from rsb_composer.resume import repair_latest  # noqa: E402
 from rsb_composer.run_folder import (  # noqa: E402
@@ -86,6 +86,8 @@ def build_trainer(config: Config, checkpoint: str | None = None) -> Trainer:
     config.model.num_classes = num_classes
 
     model = build_model(config.model, num_classes, config.loss)
+    if config.model.compile:
+        prepare_compile()
     if config.model.sync_batchnorm and world_size > 1 and device == "gpu":
         model.module = convert_sync_batchnorm(model.module)
 
