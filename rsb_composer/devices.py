@@ -13,9 +13,14 @@ def resolve_device() -> str:
     return "gpu" if torch.cuda.is_available() else "cpu"
 
 
+_warned: set[str] = set()
+
+
 def resolve_precision(requested: str, device: str) -> str:
     """Composer refuses mixed precision on the CPU; fall back to fp32 there, saying so once."""
     if device == "cpu" and requested != "fp32":
-        log.warning("precision=%s needs a GPU; training in fp32 on the CPU", requested)
+        if requested not in _warned:  # the benchmarks build several trainers in one process
+            _warned.add(requested)
+            log.warning("precision=%s needs a GPU; training in fp32 on the CPU", requested)
         return "fp32"
     return requested
