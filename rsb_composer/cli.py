@@ -209,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config("bench-train", "images/s of the real trainer vs a plain PyTorch loop, on synthetic data")
     p.add_argument("--steps", type=int, default=20, help="timed steps of each (default 20)")
     p.add_argument("--warmup", type=int, default=3,
-                   help="untimed steps of each first (default 3; the trainer's first W alone, for peak memory)")
+                   help="warm-up (default 3): the trainer's first W steps alone (peak memory), then W more while the "
+                        "plain loop warms up; none timed")
     p.add_argument("--repeats", type=int, default=2,
                    help="runs of the trainer, each with its paired plain steps, pooled (default 2)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

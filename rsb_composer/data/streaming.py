@@ -105,7 +105,8 @@ class StreamingImages(StreamingDataset):
             except ValueError as error:
                 if "Reused local directory" not in str(error):
                     raise
-                prefixes = " ".join(f"/dev/shm/{p}_*" for p in _registrations(local_dir)) or "/dev/shm"
+                prefixes = " ".join(f"/dev/shm/{p}_*" for p in _registrations(local_dir)) or (
+                    "the /dev/shm/<prefix>_locals file naming it and the other /dev/shm/<prefix>_* files")
                 raise ConfigError(
                     f"data.local: another streaming dataset on this node reads shards through {local_dir}; give "
                     f"each run at the same time its own data.local (if none is running, one killed while starting "
