@@ -14,7 +14,6 @@ import secrets
 import socket
 from typing import Any
 
-from composer.core import State
 from composer.loggers import LoggerDestination, ProgressBarLogger, WandBLogger
 from composer.utils import dist
 
@@ -50,12 +49,6 @@ class MetricsProgressBar(ProgressBarLogger):
         super().__init__()
         self._val_acc1: float | None = None
 
-    def _build_pbar(self, state: State, is_train: bool) -> Any:
-        # Composer's bars keep only keys containing 'loss/train' (train) or 'eval' (eval) and would drop ours.
-        bar = super()._build_pbar(state, is_train)
-        bar.keys_to_log = list(self.SHOWN)
-        return bar
-
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         shown: dict[str, Any] = {}
         if "loss/train/total" in metrics:
@@ -65,6 +58,11 @@ class MetricsProgressBar(ProgressBarLogger):
         if self._val_acc1 is not None:
             shown["val/acc1"] = self._val_acc1
         if shown:
+            # Composer's bars keep only keys containing 'loss/train' or 'eval', whether built new or restored
+            # from a checkpoint's progress-bar state, and would drop ours.
+            for bar in (self.train_pbar, self.eval_pbar):
+                if bar is not None:
+                    bar.keys_to_log = list(self.SHOWN)
             self.log_to_pbar(shown)
 
 
