@@ -158,39 +158,49 @@ def test_eval_transform_matches_the_reference_pixels(interpolation):
 def test_opencv_geometric_ops_match_timms_pil_ops(name, level):
     from timm.data.auto_augment import NAME_TO_OP
 
-    image = Image.fromarray(photo(224, 224))
+    array = photo(224, 160)  # not square, so a swapped width and height would show
     kwargs = {"fillcolor": (124, 116, 104), "resample": Image.Resampling.BICUBIC}
-    ours = np.asarray(randaugment.FAST_OPS[name](image, level, **kwargs), dtype=np.float64)
-    theirs = np.asarray(NAME_TO_OP[name](image, level, **dict(kwargs)), dtype=np.float64)
+    ours = np.asarray(randaugment.ARRAY_OPS[name](array, level, **kwargs), dtype=np.float64)
+    theirs = np.asarray(NAME_TO_OP[name](Image.fromarray(array), level, **dict(kwargs)), dtype=np.float64)
     assert np.abs(ours - theirs).mean() < 2.0  # bicubic kernels differ slightly; a wrong matrix costs 20+
 
 
-TONE_OPS = [(name, factor) for name in ("BrightnessIncreasing", "ContrastIncreasing", "SharpnessIncreasing")
-            for factor in (0.1, 0.37, 1.0, 1.55, 1.9)]
+# Each tone and colour op with the arguments timm's level functions give it (magnitudes 0 to 10 and beyond).
+TONE_OPS = ([("AutoContrast", ()), ("Equalize", ()), ("Invert", ())]
+            + [("PosterizeIncreasing", (bits,)) for bits in (0, 1, 2, 4, 8)]
+            + [("SolarizeIncreasing", (thresh,)) for thresh in (0, 51, 128, 230, 256)]
+            + [("SolarizeAdd", (add,)) for add in (0, 33, 110)]
+            + [(name, (factor,)) for name in ("ColorIncreasing", "BrightnessIncreasing", "ContrastIncreasing",
+                                              "SharpnessIncreasing") for factor in (0.1, 0.37, 1.0, 1.55, 1.9)])
 
 
-@pytest.mark.parametrize("name,factor", TONE_OPS)
-def test_fast_enhance_ops_equal_timms_pixel_for_pixel(name, factor):
+def tone_test_images() -> list[np.ndarray]:
+    """A photo, noise, one flat value, a narrow range of values, blown highlights, one pixel of another value."""
+    dot = np.full((12, 10, 3), 40, np.uint8)
+    dot[3, 4] = (250, 7, 128)
+    return [photo(61, 47, seed=3), np.random.default_rng(4).integers(0, 256, (33, 40, 3), dtype=np.uint8),
+            np.full((9, 7, 3), 77, np.uint8), (photo(30, 20, seed=5) // 64 + 100).astype(np.uint8),
+            np.clip(photo(50, 40, seed=6).astype(np.int64) * 2, 0, 255).astype(np.uint8), dot]
+
+
+@pytest.mark.parametrize("name,args", TONE_OPS)
+def test_array_tone_ops_equal_timms_pixel_for_pixel(name, args):
     from timm.data.auto_augment import NAME_TO_OP
 
-    images = [photo(61, 47, seed=3), np.random.default_rng(4).integers(0, 256, (33, 40, 3), dtype=np.uint8),
-              np.full((9, 7, 3), 77, np.uint8), (photo(30, 20, seed=5) // 64 + 100).astype(np.uint8),
-              np.clip(photo(50, 40, seed=6).astype(np.int64) * 2, 0, 255).astype(np.uint8)]
-    # a photo, noise, one flat value, a narrow range of values, blown highlights
-    for array in images:
-        image = Image.fromarray(array)
-        ours = np.asarray(randaugment.FAST_OPS[name](image, factor))
-        theirs = np.asarray(NAME_TO_OP[name](image, factor))
-        np.testing.assert_array_equal(ours, theirs, err_msg=f"{name}({factor})")
+    for array in tone_test_images():
+        ours = randaugment.ARRAY_OPS[name](array.copy(), *args)
+        theirs = np.asarray(NAME_TO_OP[name](Image.fromarray(array), *args))
+        assert ours.dtype == np.uint8 and ours.shape == array.shape
+        np.testing.assert_array_equal(ours, theirs, err_msg=f"{name}{args} on a {array.shape} image")
 
 
 def test_randaugment_output_distribution_matches_timm():
     """Every op on, timm's draws: brightness, contrast and how much of the fill colour shows match timm's."""
     cfg = DataConfig(train_resolution=64, interpolation="bicubic", auto_augment="rand-m9-mstd0.5-inc1")
-    image = Image.fromarray(photo(64, 64))
+    array = photo(64, 64)
     fill = np.array((124, 116, 104))
 
-    def stats(transform, seed: int):
+    def stats(transform, image, seed: int):
         random.seed(seed)
         np.random.seed(seed)
         rows = []
@@ -199,10 +209,29 @@ def test_randaugment_output_distribution_matches_timm():
             rows.append((out.mean(), out.std(), (np.abs(out - fill).sum(-1) < 3).mean()))
         return np.array(rows)
 
-    ours = stats(randaugment.randaugment(cfg, fast_ops=True), seed=1)
-    theirs = stats(randaugment.randaugment(cfg, fast_ops=False), seed=2)
+    ours = stats(randaugment.ArrayRandAugment(cfg), array, seed=1)
+    theirs = stats(randaugment.randaugment(cfg), Image.fromarray(array), seed=2)
     for index, what in enumerate(("mean intensity", "contrast", "fill fraction")):
         assert_same_distribution(ours[:, index], theirs[:, index], what)
+
+
+def test_randaugment_ops_without_an_array_version_run_timms_pil_function():
+    """timm's weighted "3a" set has Desaturate and GaussianBlur, which have no array version: they go through
+    PIL; its weighted picks are timm's own."""
+    from timm.data.auto_augment import NAME_TO_OP
+
+    cfg = DataConfig(train_resolution=64, interpolation="bicubic", auto_augment="rand-m9-n3-t3aw")
+    transform = randaugment.ArrayRandAugment(cfg)
+    assert {op.name for op in transform.timm.ops} >= {"Desaturate", "GaussianBlur"}
+    assert transform.timm.choice_weights is not None
+    array = photo(64, 48)
+    blur = next(op for op in transform.timm.ops if op.name == "GaussianBlur")
+    ours = blur.aug_fn(array, 1.5)
+    np.testing.assert_array_equal(ours, np.asarray(NAME_TO_OP["GaussianBlur"](Image.fromarray(array), 1.5)))
+    random.seed(0)
+    outputs = [transform(array) for _ in range(20)]
+    assert all(out.shape == array.shape and out.dtype == np.uint8 for out in outputs)
+    assert any((out != array).any() for out in outputs)
 
 
 def test_composer_randaugment_inserts_itself_before_the_uint8_conversion():

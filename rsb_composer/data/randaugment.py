@@ -1,23 +1,28 @@
-"""timm's RandAugment (the paper's), built from its config string, optionally with faster ops.
+"""timm's RandAugment (the paper's), built from its config string, and the fast pipeline's version of it.
 
-timm samples the ops, their probabilities and magnitudes; ``fast_ops`` swaps only the functions that then
-change the pixels (each op's ``aug_fn``), so the augmentation keeps its distribution:
+timm samples the ops, their probabilities and magnitudes; the fast version (:class:`ArrayRandAugment`) keeps
+timm's ops and draws and swaps only the functions that then change the pixels (each op's ``aug_fn``), for
+ones that take and return RGB uint8 arrays, so the augmentation keeps its distribution and the fast pipeline
+never builds a PIL image (each array <-> PIL conversion costs 20-35 us at 160 px):
 
 - rotate, shear, translate: PIL's affine transform takes 2 to 3 ms at 224 px with bicubic interpolation, the
   largest single cost of the augmentation; OpenCV's ``warpAffine`` with the same matrix, interpolation and fill
   is about 3x faster, its pixels within resampling rounding of PIL's.
-- brightness, contrast, sharpness: Pillow's ``ImageEnhance`` blends every pixel with a degenerate image (200,
-  240 and 590 us at 160 px); brightness and contrast are one table lookup, and sharpness is a 3x3 filter in
-  OpenCV, with Pillow's own arithmetic (float32, truncated; the filter's rounding and untouched border), so the
-  result is identical to Pillow's, pixel for pixel, in a third to a half of the time.
+- every tone and colour op (auto-contrast, equalize, invert, posterize, solarize, solarize-add, colour,
+  brightness, contrast, sharpness) reproduces Pillow's arithmetic (its tables, its float32 blend, its
+  integer RGB -> L weights, the SMOOTH filter's rounding and untouched border), so the result is identical to
+  Pillow's, pixel for pixel. Pillow builds each lookup table in Python (70 us per call for ``Image.point``'s
+  rounding alone); here a table is a few numpy operations and one ``cv2.LUT``.
 
-tests/test_fast_pipeline.py compares each op with timm's.
+An op without an array version (timm's ``Desaturate`` and ``GaussianBlur`` from its "3a" sets) runs timm's PIL
+function on a PIL copy. tests/test_fast_pipeline.py compares each op with timm's.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,22 +35,52 @@ if TYPE_CHECKING:
     from timm.data.auto_augment import RandAugment
 
 
-def randaugment(cfg: DataConfig, fast_ops: bool = False) -> RandAugment:
+def randaugment(cfg: DataConfig) -> RandAugment:
     """timm's RandAugment for ``data.auto_augment``, with the hyper-parameters timm's create_transform gives it."""
     from timm.data.auto_augment import rand_augment_transform
     from timm.data.transforms import str_to_pil_interp
-
 
     hparams = {
         "translate_const": int(cfg.train_resolution * 0.45),
         "img_mean": tuple(min(255, round(255 * m)) for m in IMAGENET_MEAN),
         "interpolation": str_to_pil_interp(cfg.interpolation),
     }
-    transform = rand_augment_transform(cfg.auto_augment, hparams)
-    if fast_ops:
-        for op in transform.ops:
-            op.aug_fn = FAST_OPS.get(op.name, op.aug_fn)
-    return transform
+    return rand_augment_transform(cfg.auto_augment, hparams)
+
+
+class ArrayRandAugment:
+    """timm's RandAugment on (H, W, 3) uint8 arrays: timm's ops, probabilities and magnitudes, array functions.
+
+    timm picks the ops with ``np.random.choice`` (22 us a call); uniform picks with replacement, what timm does
+    without weights, are drawn with Python's ``random.choices`` instead (1 us), weighted ones as timm does.
+    """
+
+    takes_arrays = True  # see transforms.ArrayCompose
+
+    def __init__(self, cfg: DataConfig):
+        self.timm = randaugment(cfg)
+        for op in self.timm.ops:
+            op.aug_fn = ARRAY_OPS.get(op.name) or _via_pil(op.aug_fn)
+
+    def __call__(self, array: np.ndarray) -> np.ndarray:
+        timm = self.timm
+        if timm.choice_weights is None:
+            ops = random.choices(timm.ops, k=timm.num_layers)
+        else:
+            ops = np.random.choice(timm.ops, timm.num_layers, replace=False, p=timm.choice_weights)
+        for op in ops:
+            array = op(array)
+        return array
+
+    def __repr__(self) -> str:
+        return f"Array{self.timm!r}"
+
+
+def _via_pil(aug_fn: Callable[..., Image.Image]) -> Callable[..., np.ndarray]:
+    def on_array(array: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
+        return np.array(aug_fn(Image.fromarray(array), *args, **kwargs))
+
+    return on_array
 
 
 _cv2_module = None
@@ -70,8 +105,8 @@ def _cv2_interpolation(resample: Any) -> int:
             Image.Resampling.BICUBIC: cv2.INTER_CUBIC}[Image.Resampling(resample)]
 
 
-def warp_affine(img: Image.Image, matrix: tuple[float, ...], fillcolor: Any = None,
-                resample: Any = Image.Resampling.BICUBIC) -> Image.Image:
+def warp_affine(array: np.ndarray, matrix: tuple[float, ...], fillcolor: Any = None,
+                resample: Any = Image.Resampling.BICUBIC) -> np.ndarray:
     """PIL's ``img.transform(img.size, Image.AFFINE, matrix, resample, fillcolor)`` done by OpenCV.
 
     PIL maps the centre of output pixel (x, y), at (x + 0.5, y + 0.5), through ``matrix`` to input coordinates
@@ -80,72 +115,65 @@ def warp_affine(img: Image.Image, matrix: tuple[float, ...], fillcolor: Any = No
     cv2 = _cv2()
     a, b, c, d, e, f = matrix
     inverse_map = np.array([[a, b, c + 0.5 * (a + b) - 0.5], [d, e, f + 0.5 * (d + e) - 0.5]], dtype=np.float64)
-    array = np.asarray(img)
     if fillcolor is None:
         fill: tuple[int, ...] = (0, 0, 0)
     elif isinstance(fillcolor, int):
         fill = (fillcolor,) * 3
     else:
         fill = tuple(fillcolor)
-    out = cv2.warpAffine(array, inverse_map, (array.shape[1], array.shape[0]),
-                         flags=_cv2_interpolation(resample) | cv2.WARP_INVERSE_MAP,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
-    return Image.fromarray(out)
+    return cv2.warpAffine(array, inverse_map, (array.shape[1], array.shape[0]),
+                          flags=_cv2_interpolation(resample) | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
 
 
-# Each takes timm's level argument and keyword arguments (fillcolor, resample) and builds the same matrix as
-# timm's function of the same name (timm/data/auto_augment.py).
-def shear_x(img: Image.Image, factor: float, **kwargs: Any) -> Image.Image:
-    return warp_affine(img, (1, factor, 0, 0, 1, 0), **kwargs)
+# Each takes timm's level argument and keyword arguments (fillcolor, resample) and builds the same matrix or
+# table as timm's function of the same name (timm/data/auto_augment.py) and the Pillow 11 code it calls.
+def shear_x(array: np.ndarray, factor: float, **kwargs: Any) -> np.ndarray:
+    return warp_affine(array, (1, factor, 0, 0, 1, 0), **kwargs)
 
 
-def shear_y(img: Image.Image, factor: float, **kwargs: Any) -> Image.Image:
-    return warp_affine(img, (1, 0, 0, factor, 1, 0), **kwargs)
+def shear_y(array: np.ndarray, factor: float, **kwargs: Any) -> np.ndarray:
+    return warp_affine(array, (1, 0, 0, factor, 1, 0), **kwargs)
 
 
-def translate_x_rel(img: Image.Image, pct: float, **kwargs: Any) -> Image.Image:
-    return warp_affine(img, (1, 0, pct * img.size[0], 0, 1, 0), **kwargs)
+def translate_x_rel(array: np.ndarray, pct: float, **kwargs: Any) -> np.ndarray:
+    return warp_affine(array, (1, 0, pct * array.shape[1], 0, 1, 0), **kwargs)
 
 
-def translate_y_rel(img: Image.Image, pct: float, **kwargs: Any) -> Image.Image:
-    return warp_affine(img, (1, 0, 0, 0, 1, pct * img.size[1]), **kwargs)
+def translate_y_rel(array: np.ndarray, pct: float, **kwargs: Any) -> np.ndarray:
+    return warp_affine(array, (1, 0, 0, 0, 1, pct * array.shape[0]), **kwargs)
 
 
-def translate_x_abs(img: Image.Image, pixels: float, **kwargs: Any) -> Image.Image:
-    return warp_affine(img, (1, 0, pixels, 0, 1, 0), **kwargs)
+def translate_x_abs(array: np.ndarray, pixels: float, **kwargs: Any) -> np.ndarray:
+    return warp_affine(array, (1, 0, pixels, 0, 1, 0), **kwargs)
 
 
-def translate_y_abs(img: Image.Image, pixels: float, **kwargs: Any) -> Image.Image:
-    return warp_affine(img, (1, 0, 0, 0, 1, pixels), **kwargs)
+def translate_y_abs(array: np.ndarray, pixels: float, **kwargs: Any) -> np.ndarray:
+    return warp_affine(array, (1, 0, 0, 0, 1, pixels), **kwargs)
 
 
-def rotate(img: Image.Image, degrees: float, **kwargs: Any) -> Image.Image:
+def rotate(array: np.ndarray, degrees: float, **kwargs: Any) -> np.ndarray:
     """PIL's ``img.rotate(degrees)``: counter-clockwise about the image centre, same size."""
-    w, h = img.size
+    h, w = array.shape[:2]
     angle = -math.radians(degrees)
     a, b, d, e = math.cos(angle), math.sin(angle), -math.sin(angle), math.cos(angle)
     cx, cy = w / 2.0, h / 2.0
-    return warp_affine(img, (a, b, cx - (a * cx + b * cy), d, e, cy - (d * cx + e * cy)), **kwargs)
+    return warp_affine(array, (a, b, cx - (a * cx + b * cy), d, e, cy - (d * cx + e * cy)), **kwargs)
 
-
-FAST_OPS = {
-    "Rotate": rotate,
-    "ShearX": shear_x,
-    "ShearY": shear_y,
-    "TranslateX": translate_x_abs,
-    "TranslateY": translate_y_abs,
-    "TranslateXRel": translate_x_rel,
-    "TranslateYRel": translate_y_rel,
-}
-
-
-# --- brightness, contrast, sharpness: Pillow's results, computed faster ---------------------------------------
-# Each mirrors the Pillow 11 ImageEnhance class timm calls. The other tone and colour ops (auto-contrast,
-# equalize, invert, posterize, solarize, colour) were measured the same way and gain 0 to 25 us, or lose: the
-# RGB <-> array conversions (35 us at 160 px) eat what a table lookup saves over ``Image.point``.
 
 _VALUES = np.arange(256)
 SMOOTH_KERNEL = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], dtype=np.float32)  # ImageFilter.SMOOTH, over 13
+
+
+def _apply_table(array: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """``Image.point``: a (256,) table for every channel, or a (256, 1, 3) table, one column per channel."""
+    return _cv2().LUT(array, table.astype(np.uint8, copy=False))
+
+
+def _luma(array: np.ndarray) -> np.ndarray:
+    """Pillow's RGB -> L conversion (ITU-R 601-2 weights in 16-bit fixed point, rounded), as uint8."""
+    wide = array.astype(np.uint32)
+    return ((wide[..., 0] * 19595 + wide[..., 1] * 38470 + wide[..., 2] * 7471 + 0x8000) >> 16).astype(np.uint8)
 
 
 def _blend(degenerate: np.ndarray, image: np.ndarray, factor: float) -> np.ndarray:
@@ -155,37 +183,109 @@ def _blend(degenerate: np.ndarray, image: np.ndarray, factor: float) -> np.ndarr
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def _apply_table(img: Image.Image, table: np.ndarray) -> Image.Image:
-    return Image.fromarray(_cv2().LUT(np.asarray(img), table))
+def _histograms(array: np.ndarray) -> np.ndarray:
+    """``Image.histogram()`` as a (3, 256) array: one row per channel."""
+    cv2 = _cv2()
+    return np.stack([cv2.calcHist([array], [channel], None, [256], [0, 256]).reshape(256)
+                     for channel in range(3)]).astype(np.int64)
 
 
-def brightness(img: Image.Image, factor: float, **_: Any) -> Image.Image:
+def auto_contrast(array: np.ndarray, **_: Any) -> np.ndarray:
+    """``ImageOps.autocontrast``: each channel's lowest..highest value stretched to 0..255."""
+    table = np.empty((256, 1, 3), np.int64)
+    # OpenCV's per-plane min/max: 16 us at 160 px, numpy's min/max over two axes 780
+    for channel, plane in enumerate(_cv2().split(array)):
+        low, high = _cv2().minMaxLoc(plane)[:2]
+        lo, hi = int(low), int(high)
+        if hi <= lo:
+            table[:, 0, channel] = _VALUES
+        else:
+            scale = 255.0 / (hi - lo)
+            table[:, 0, channel] = np.clip(np.trunc(_VALUES * scale + (-lo * scale)), 0, 255)
+    return _apply_table(array, table)
+
+
+def equalize(array: np.ndarray, **_: Any) -> np.ndarray:
+    """``ImageOps.equalize``: each channel's histogram flattened, with Pillow's integer steps."""
+    table = np.empty((256, 1, 3), np.int64)
+    for channel, hist in enumerate(_histograms(array)):
+        used = hist[hist > 0]
+        step = (int(used.sum()) - int(used[-1])) // 255 if len(used) > 1 else 0
+        if not step:
+            table[:, 0, channel] = _VALUES
+        else:
+            before = np.concatenate(([0], np.cumsum(hist)[:-1]))  # pixels below each value
+            table[:, 0, channel] = (step // 2 + before) // step
+    return _apply_table(array, np.clip(table, 0, 255))
+
+
+def invert(array: np.ndarray, **_: Any) -> np.ndarray:
+    return 255 - array
+
+
+def posterize(array: np.ndarray, bits_to_keep: int, **_: Any) -> np.ndarray:
+    if bits_to_keep >= 8:
+        return array
+    return np.bitwise_and(array, np.uint8(~(2 ** (8 - bits_to_keep) - 1) & 0xFF))
+
+
+def solarize(array: np.ndarray, thresh: int, **_: Any) -> np.ndarray:
+    return _apply_table(array, np.where(thresh > _VALUES, _VALUES, 255 - _VALUES))
+
+
+def solarize_add(array: np.ndarray, add: int, thresh: int = 128, **_: Any) -> np.ndarray:
+    return _apply_table(array, np.where(thresh > _VALUES, np.minimum(255, _VALUES + add), _VALUES))
+
+
+def color(array: np.ndarray, factor: float, **_: Any) -> np.ndarray:
+    """``ImageEnhance.Color``: a blend with the image's grey (L) version."""
+    return _blend(_luma(array)[..., None], array, factor)
+
+
+def brightness(array: np.ndarray, factor: float, **_: Any) -> np.ndarray:
     """``ImageEnhance.Brightness``: a blend with black, so one table for every pixel."""
-    return _apply_table(img, _blend(np.zeros(256, np.uint8), _VALUES, factor))
+    return _apply_table(array, _blend(np.zeros(256, np.uint8), _VALUES, factor))
 
 
-def contrast(img: Image.Image, factor: float, **_: Any) -> Image.Image:
+def contrast(array: np.ndarray, factor: float, **_: Any) -> np.ndarray:
     """``ImageEnhance.Contrast``: a blend with the mean grey level (ImageStat's mean of the L image, rounded)."""
-    hist = img.convert("L").histogram()
-    mean = int(float(np.dot(_VALUES, hist)) / sum(hist) + 0.5)
-    return _apply_table(img, _blend(np.full(256, mean, np.uint8), _VALUES, factor))
+    hist = np.bincount(_luma(array).ravel(), minlength=256)
+    mean = int(float(np.dot(_VALUES, hist)) / hist.sum() + 0.5)
+    return _apply_table(array, _blend(np.full(256, mean, np.uint8), _VALUES, factor))
 
 
-def sharpness(img: Image.Image, factor: float, **_: Any) -> Image.Image:
+def sharpness(array: np.ndarray, factor: float, **_: Any) -> np.ndarray:
     """``ImageEnhance.Sharpness``: a blend with ``ImageFilter.SMOOTH``, whose sums Pillow divides by 13 and rounds,
     leaving the outermost pixels as they are."""
-    array = np.asarray(img)
     sums = _cv2().filter2D(array, _cv2().CV_16S, SMOOTH_KERNEL)  # exact: at most 13 x 255
     smooth = array.copy()
     smooth[1:-1, 1:-1] = (sums[1:-1, 1:-1] + 6) // 13
-    return Image.fromarray(_blend(smooth, array, factor))
+    return _blend(smooth, array, factor)
 
 
-FAST_OPS.update({
-    "Brightness": brightness,
-    "BrightnessIncreasing": brightness,
+ARRAY_OPS: dict[str, Callable[..., np.ndarray]] = {
+    "AutoContrast": auto_contrast,
+    "Equalize": equalize,
+    "Invert": invert,
+    "Rotate": rotate,
+    "Posterize": posterize,
+    "PosterizeIncreasing": posterize,
+    "PosterizeOriginal": posterize,
+    "Solarize": solarize,
+    "SolarizeIncreasing": solarize,
+    "SolarizeAdd": solarize_add,
+    "Color": color,
+    "ColorIncreasing": color,
     "Contrast": contrast,
     "ContrastIncreasing": contrast,
+    "Brightness": brightness,
+    "BrightnessIncreasing": brightness,
     "Sharpness": sharpness,
     "SharpnessIncreasing": sharpness,
-})
+    "ShearX": shear_x,
+    "ShearY": shear_y,
+    "TranslateX": translate_x_abs,
+    "TranslateY": translate_y_abs,
+    "TranslateXRel": translate_x_rel,
+    "TranslateYRel": translate_y_rel,
+}

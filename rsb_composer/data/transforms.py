@@ -5,10 +5,9 @@ resize + centre crop for evaluation, ending in float tensors normalised on the C
 
 ``fast`` (the default): the same augmentations in the same order, drawn from the same distributions
 (timm's RandomResizedCrop sampling, a 0.5 flip, timm's RandAugment), on RGB arrays from
-:mod:`rsb_composer.data.decode`; crops are resized by torch's antialiased uint8 kernels, RandAugment's
-geometric, brightness, contrast and sharpness ops run in OpenCV and numpy (:mod:`rsb_composer.data.randaugment`),
-and batches stay uint8 (a quarter of the bytes through worker queues, pinned memory and the host-to-device copy)
-until
+:mod:`rsb_composer.data.decode` from start to end: crops are resized by torch's antialiased uint8 kernels,
+RandAugment's ops run in OpenCV and numpy (:mod:`rsb_composer.data.randaugment`), and batches stay uint8 (a
+quarter of the bytes through worker queues, pinned memory and the host-to-device copy) until
 :mod:`rsb_composer.data.normalization` turns them into normalised floats on the training device.
 docs/benchmarks.md has what each step buys.
 """
@@ -27,7 +26,7 @@ from torchvision.transforms import InterpolationMode
 
 from rsb_composer.config import DataConfig
 from rsb_composer.data.normalization import IMAGENET_MEAN, IMAGENET_STD
-from rsb_composer.data.randaugment import randaugment
+from rsb_composer.data.randaugment import ArrayRandAugment
 
 INTERPOLATION = {
     "nearest": InterpolationMode.NEAREST,
@@ -77,8 +76,21 @@ def _chw(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1)
 
 
+class ArrayCompose(T.Compose):
+    """The fast train transform: steps that declare ``takes_arrays`` get (H, W, 3) uint8 arrays; any other step
+    gets a PIL image, so the PIL transforms Composer's RandAugment and AugMix insert (before the first ToTensor)
+    keep working on the fast pipeline."""
+
+    def __call__(self, image: np.ndarray | Image.Image) -> torch.Tensor:
+        for step in self.transforms:
+            if isinstance(image, np.ndarray) and not getattr(step, "takes_arrays", False):
+                image = Image.fromarray(image)
+            image = step(image)
+        return image
+
+
 class RandomResizedCropFlip:
-    """RandomResizedCrop then a horizontal flip, on an RGB array; returns a PIL image for RandAugment.
+    """RandomResizedCrop then a horizontal flip, from an RGB array to an RGB array.
 
     The crop box is drawn by the reference's own sampler, timm's ``RandomResizedCropAndInterpolation.get_params``
     (Python's ``random``: 4 us a draw, where torchvision's, the same distribution through torch tensors, takes 30),
@@ -86,38 +98,44 @@ class RandomResizedCropFlip:
     resize kernel is torch's antialiased uint8 one, close to PIL's.
     """
 
+    takes_arrays = True
+
     def __init__(self, size: int, scale: Sequence[float], interpolation: str, flip_prob: float = 0.5):
         self.size = [size, size]
         self.scale = tuple(scale)
         self.mode = TORCH_MODE[interpolation]
         self.flip_prob = flip_prob
 
-    def __call__(self, array: np.ndarray) -> Image.Image:
+    def __call__(self, array: np.ndarray) -> np.ndarray:
         image = _chw(array)
         top, left, height, width = RandomResizedCropAndInterpolation.get_params(image, self.scale, CROP_RATIO)
         # A channels-last copy of the crop in, a channels-last result out: torch's fastest uint8 antialiased
-        # kernel, and the (H, W, 3) memory PIL wants without another copy (half the time of resizing the view).
+        # kernel (half the time of resizing the view), and (H, W, 3) memory without another copy.
         crop = image[None, :, top:top + height, left:left + width].contiguous(memory_format=torch.channels_last)
         out = torch.nn.functional.interpolate(crop, size=self.size, mode=self.mode,
                                               antialias=self.mode != "nearest-exact")[0]
         if torch.rand(1).item() < self.flip_prob:
             out = out.flip(-1)
-        return Image.fromarray(out.permute(1, 2, 0).contiguous().numpy())
+        return out.permute(1, 2, 0).contiguous().numpy()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(size={self.size}, scale={self.scale}, interpolation={self.mode})"
 
 
 class ToUint8Tensor(T.ToTensor):
-    """PIL image -> (3, H, W) uint8 tensor, unscaled: DeviceNormalize does the rest on the device.
+    """RGB array (or PIL image) -> (3, H, W) uint8 tensor, unscaled: DeviceNormalize does the rest on the device.
 
     A ToTensor subclass (as timm's MaybeToTensor is) because Composer's RandAugment and AugMix insert
     themselves before the first ToTensor of a dataset's transforms.
     """
 
-    def __call__(self, pic: Image.Image) -> torch.Tensor:
-        # (3, H, W) over (H, W, 3) memory: the collate's stack copies it once, into the batch.
-        return _chw(np.array(pic, dtype=np.uint8, copy=True))
+    takes_arrays = True
+
+    def __call__(self, pic: np.ndarray | Image.Image) -> torch.Tensor:
+        # (3, H, W) over (H, W, 3) memory: the collate's stack copies it once, into the batch. The pipeline's
+        # arrays are its own, fresh for each image; a PIL image's pixels are copied out.
+        array = pic if isinstance(pic, np.ndarray) else np.array(pic, dtype=np.uint8, copy=True)
+        return _chw(array)
 
 
 class ResizeCenterCrop:
@@ -143,12 +161,12 @@ class ResizeCenterCrop:
         return out[:, top:top + self.crop, left:left + self.crop]
 
 
-def fast_train_transform(cfg: DataConfig) -> T.Compose:
+def fast_train_transform(cfg: DataConfig) -> ArrayCompose:
     steps: list[Callable] = [RandomResizedCropFlip(cfg.train_resolution, cfg.crop_scale, cfg.interpolation)]
     if cfg.auto_augment:
-        steps.append(randaugment(cfg, fast_ops=True))
+        steps.append(ArrayRandAugment(cfg))
     steps.append(ToUint8Tensor())
-    return T.Compose(steps)
+    return ArrayCompose(steps)
 
 
 def fast_eval_transform(cfg: DataConfig) -> Callable:
