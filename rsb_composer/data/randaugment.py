@@ -3,16 +3,17 @@
 timm samples the ops, their probabilities and magnitudes; the fast version (:class:`ArrayRandAugment`) keeps
 timm's ops and draws and swaps only the functions that then change the pixels (each op's ``aug_fn``), for
 ones that take and return RGB uint8 arrays, so the augmentation keeps its distribution and the fast pipeline
-never builds a PIL image (each array <-> PIL conversion costs 20-35 us at 160 px):
+passes arrays from step to step (each array <-> PIL round trip costs about 40 us at 160 px):
 
 - rotate, shear, translate: PIL's affine transform takes 2 to 3 ms at 224 px with bicubic interpolation, the
   largest single cost of the augmentation; OpenCV's ``warpAffine`` with the same matrix, interpolation and fill
   is about 3x faster, its pixels within resampling rounding of PIL's.
 - every tone and colour op (auto-contrast, equalize, invert, posterize, solarize, solarize-add, colour,
-  brightness, contrast, sharpness) reproduces Pillow's arithmetic (its tables, its float32 blend, its
-  integer RGB -> L weights, the SMOOTH filter's rounding and untouched border), so the result is identical to
-  Pillow's, pixel for pixel. Pillow builds each lookup table in Python (70 us per call for ``Image.point``'s
-  rounding alone); here a table is a few numpy operations and one ``cv2.LUT``.
+  brightness, contrast, sharpness) reproduces Pillow's arithmetic (its tables, its float32 blend, the SMOOTH
+  filter's rounding and untouched border; the grey image is Pillow's own conversion), so the result is
+  identical to Pillow's, pixel for pixel, and faster (docs/benchmarks.md has each op's time). Pillow builds
+  each lookup table in Python (70 us per call for ``Image.point``'s rounding alone); here a table is a few
+  numpy operations and one ``cv2.LUT``.
 
 An op without an array version (timm's ``Desaturate`` and ``GaussianBlur`` from its "3a" sets) runs timm's PIL
 function on a PIL copy. tests/test_fast_pipeline.py compares each op with timm's.
@@ -170,12 +171,6 @@ def _apply_table(array: np.ndarray, table: np.ndarray) -> np.ndarray:
     return _cv2().LUT(array, table.astype(np.uint8, copy=False))
 
 
-def _luma(array: np.ndarray) -> np.ndarray:
-    """Pillow's RGB -> L conversion (ITU-R 601-2 weights in 16-bit fixed point, rounded), as uint8."""
-    wide = array.astype(np.uint32)
-    return ((wide[..., 0] * 19595 + wide[..., 1] * 38470 + wide[..., 2] * 7471 + 0x8000) >> 16).astype(np.uint8)
-
-
 def _blend(degenerate: np.ndarray, image: np.ndarray, factor: float) -> np.ndarray:
     """Pillow's ``Image.blend(degenerate, image, factor)``: float32 arithmetic, clipped, truncated (Blend.c)."""
     base = degenerate.astype(np.float32)
@@ -238,8 +233,9 @@ def solarize_add(array: np.ndarray, add: int, thresh: int = 128, **_: Any) -> np
 
 
 def color(array: np.ndarray, factor: float, **_: Any) -> np.ndarray:
-    """``ImageEnhance.Color``: a blend with the image's grey (L) version."""
-    return _blend(_luma(array)[..., None], array, factor)
+    """``ImageEnhance.Color``: a blend with the image's grey version, converted to L and back by Pillow, as there
+    (exact by construction, and faster than the same sums in numpy)."""
+    return _blend(np.asarray(Image.fromarray(array).convert("L").convert("RGB")), array, factor)
 
 
 def brightness(array: np.ndarray, factor: float, **_: Any) -> np.ndarray:
@@ -249,8 +245,8 @@ def brightness(array: np.ndarray, factor: float, **_: Any) -> np.ndarray:
 
 def contrast(array: np.ndarray, factor: float, **_: Any) -> np.ndarray:
     """``ImageEnhance.Contrast``: a blend with the mean grey level (ImageStat's mean of the L image, rounded)."""
-    hist = np.bincount(_luma(array).ravel(), minlength=256)
-    mean = int(float(np.dot(_VALUES, hist)) / hist.sum() + 0.5)
+    hist = Image.fromarray(array).convert("L").histogram()
+    mean = int(float(np.dot(_VALUES, hist)) / sum(hist) + 0.5)
     return _apply_table(array, _blend(np.full(256, mean, np.uint8), _VALUES, factor))
 
 
