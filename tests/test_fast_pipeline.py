@@ -19,7 +19,7 @@ from PIL import Image
 from rsb_composer.config import DataConfig
 from rsb_composer.data import decode, randaugment
 from rsb_composer.data.datasets import BAD_IMAGE_ERRORS
-from rsb_composer.data.normalization import IMAGENET_MEAN, IMAGENET_STD, DeviceNormalize
+from rsb_composer.data.normalization import IMAGENET_MEAN, IMAGENET_STD, ChannelsLastCollate, DeviceNormalize
 from rsb_composer.data.toy import draw_example
 from rsb_composer.data.transforms import (
     RandomResizedCropFlip,
@@ -249,11 +249,17 @@ def test_composer_randaugment_inserts_itself_before_the_uint8_conversion():
 # --- normalisation -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_device_normalize_matches_totensor_and_normalize(channels_last):
+@pytest.mark.parametrize("collate", ["stack", "channels_last"])
+def test_device_normalize_matches_totensor_and_normalize(channels_last, collate):
     from torchvision import transforms as T
 
     images = [photo(40, 32, seed) for seed in range(3)]
-    batch = torch.stack([torch.from_numpy(a).permute(2, 0, 1) for a in images])
+    samples = [(torch.from_numpy(a).permute(2, 0, 1), label) for label, a in enumerate(images)]
+    if collate == "stack":
+        batch = torch.stack([image for image, _ in samples])
+    else:  # what the fast pipeline's workers hand over: channels-last memory
+        batch, _ = ChannelsLastCollate()(samples)
+        assert batch.is_contiguous(memory_format=torch.channels_last)
     inputs, labels = DeviceNormalize("cpu", channels_last)((batch, torch.tensor([0, 1, 2])))
     reference = T.Compose([T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     expected = torch.stack([reference(Image.fromarray(a)) for a in images])
