@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import pickle
 import random
 
 import numpy as np
@@ -232,6 +233,15 @@ def test_randaugment_ops_without_an_array_version_run_timms_pil_function():
     outputs = [transform(array) for _ in range(20)]
     assert all(out.shape == array.shape and out.dtype == np.uint8 for out in outputs)
     assert any((out != array).any() for out in outputs)
+
+
+@pytest.mark.parametrize("auto_augment", ["rand-m7-mstd0.5-inc1", "rand-m9-n3-t3aw"])
+def test_fast_train_transform_pickles_for_spawned_workers(auto_augment):
+    """Workers started by spawn or forkserver (macOS's default, Linux's from Python 3.14) get it pickled."""
+    cfg = DataConfig(train_resolution=32, interpolation="bicubic", auto_augment=auto_augment)
+    transform = pickle.loads(pickle.dumps(fast_train_transform(cfg)))
+    out = transform(photo(64, 48))
+    assert out.shape == (3, 32, 32) and out.dtype == torch.uint8
 
 
 def test_composer_randaugment_inserts_itself_before_the_uint8_conversion():
