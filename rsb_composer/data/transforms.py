@@ -3,13 +3,12 @@
 ``reference``: PIL images through timm's ``create_transform`` (the paper's code) for training and torchvision's
 resize + centre crop for evaluation, ending in float tensors normalised on the CPU.
 
-``fast`` (the default): the same augmentations in the same order, drawn from the same distributions
-(timm's RandomResizedCrop sampling, a 0.5 flip, timm's RandAugment), on RGB arrays from
-:mod:`rsb_composer.data.decode`, passed from step to step without PIL images: crops are resized by torch's
-antialiased uint8 kernels, RandAugment's ops run in OpenCV and numpy (:mod:`rsb_composer.data.randaugment`;
-PIL only for the few ops without an array version, and for transforms Composer's RandAugment or AugMix
-insert, see :class:`ArrayCompose`), and batches stay uint8 (a
-quarter of the bytes through worker queues, pinned memory and the host-to-device copy) until
+``fast`` (the default): the same augmentations in the same order, drawn from the same distributions (timm's
+RandomResizedCrop sampling, a 0.5 flip, timm's RandAugment), on RGB arrays from :mod:`rsb_composer.data.decode`,
+passed from step to step without PIL images: crops are resized by torch's antialiased uint8 kernels, RandAugment's
+ops run in OpenCV and numpy (:mod:`rsb_composer.data.randaugment`; PIL only for the few ops without an array
+version, and for transforms Composer's RandAugment or AugMix insert, see :class:`ArrayCompose`), and batches stay
+uint8 (a quarter of the bytes through worker queues, pinned memory and the host-to-device copy) until
 :mod:`rsb_composer.data.normalization` turns them into normalised floats on the training device.
 docs/benchmarks.md has what each step buys.
 """
