@@ -47,6 +47,12 @@ REGISTRY: dict[str, type[Algorithm]] = {
 # These insert themselves into the dataset's PIL transforms, so they need image files, not tensors.
 IMAGE_FILE_ALGORITHMS = ("augmix", "randaugment")
 
+# These rebuild the network (module surgery, parametrizations) or, for layer freezing, its optimizer's groups,
+# so a checkpoint saved without them fails to load with them, and one saved with them loads only in part without
+# them (measured on resumes). Stochastic depth keeps the parameter names and resumes either way.
+NETWORK_ALGORITHMS = ("blurpool", "factorize", "ghost_batchnorm", "layer_freezing", "squeeze_excite",
+                      "weight_standardization")
+
 # timm's Mixup(switch_prob=0.5), used by the paper's recipes: half the batches get mixup, half cutmix.
 MIXUP_CUTMIX_SWITCH_PROB = 0.5
 

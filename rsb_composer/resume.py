@@ -7,17 +7,26 @@ checkpoint exists; a kill between remove and create leaves no ``latest`` at all,
 start the run from scratch. Before the trainer is built, :func:`repair_latest` points ``latest`` at the newest
 intact checkpoint, with a warning when that changes anything. A checkpoint is intact when its zip archive
 (torch.save's format) passes its CRC checks; corrupt files are renamed ``*.corrupt`` so nothing loads them.
+
+A resume is also held to what its checkpoint fixes (the network's algorithms, the optimizer):
+:func:`reconcile_resume`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import logging
 import os
 import zipfile
 from pathlib import Path
+from typing import Any
 
-from rsb_composer.run_folder import CHECKPOINT, LATEST
+import yaml
+
+from rsb_composer.algorithms import NETWORK_ALGORITHMS
+from rsb_composer.config import Config, ConfigError
+from rsb_composer.run_folder import CHECKPOINT, LATEST, RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -75,3 +84,72 @@ def repair_latest(folder: Path) -> Path | None:
         if latest.is_symlink():
             latest.unlink()  # points at nothing usable: start afresh rather than crash on load
         return None
+
+
+# Keys that change the optimizer's structure: its class, or how the parameters split into groups. The
+# checkpoint's state cannot be loaded into the new one (torch refuses other groups; another class drops it).
+STRUCTURAL_OPTIMIZER_KEYS = ("name", "decay_bn_and_bias")
+
+
+def reconcile_resume(config: Config, run: RunFolder) -> None:
+    """Before a resume, hold the command to what the checkpoint fixes, comparing with the run's config.yaml.
+
+    - Another ``model.arch``, or algorithms that rebuild the network
+      (:data:`~rsb_composer.algorithms.NETWORK_ALGORITHMS`) switched on or off or given other arguments: refused
+      with a ConfigError (the checkpoint's weights would not load, or only in part).
+    - ``optimizer.name`` or ``optimizer.decay_bn_and_bias`` changed: refused (the optimizer's state would not).
+    - Any other ``optimizer.*`` changed: the checkpoint restores the optimizer's parameter groups (LR, momentum,
+      weight decay, betas, ...) and the schedule's base LRs, so the run's values would train on while
+      config.yaml showed the new ones; the run's values are kept, and a warning names what was dropped.
+
+    A run is resumed when its folder holds a checkpoint. Everything else follows the command.
+    """
+    if not run.config.is_file() or not run.checkpoints.is_dir() or not checkpoints_newest_first(run.checkpoints):
+        return
+    try:
+        previous = yaml.safe_load(run.config.read_text())
+        was_arch = (previous.get("model") or {}).get("arch")
+        was_algorithms = previous.get("algorithms") or {}
+        was_optimizer = previous.get("optimizer") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        log.warning("resuming: %s is unreadable; the command is not compared with the run's settings", run.config)
+        return
+    _refuse_other_network(config, was_arch, was_algorithms)
+    _keep_optimizer(config, was_optimizer)
+
+
+def _refuse_other_network(config: Config, was_arch: str | None, was: dict[str, Any]) -> None:
+    if was_arch is not None and config.model.arch != was_arch:
+        raise ConfigError(f"model.arch={config.model.arch}: this run trains {was_arch}, whose checkpoint would not "
+                          f"load into it; resume with model.arch={was_arch}, or start a new run (run_name=...)")
+    for name in NETWORK_ALGORITHMS:
+        old, new = was.get(name), config.algorithms.get(name)
+        if old != new:
+            raise ConfigError(
+                f"algorithms.{name}: {_setting(new)} now, {_setting(old)} in this run; it rebuilds the "
+                f"network, so the run's checkpoint would not load (or only in part): resume with the run's "
+                f"algorithms.{name} (see its config.yaml), or start a new run (run_name=...)"
+            )
+
+
+def _setting(args: Any) -> str:
+    return "off" if args is None else str(args)
+
+
+def _keep_optimizer(config: Config, was: dict[str, Any]) -> None:
+    now = dataclasses.asdict(config.optimizer)
+    changed = {key: (was[key], value) for key, value in now.items() if key in was and was[key] != value}
+    for key in STRUCTURAL_OPTIMIZER_KEYS:
+        if key in changed:
+            old, new = changed[key]
+            raise ConfigError(
+                f"optimizer.{key}={new}: this run was trained with optimizer.{key}={old} and its checkpoint holds "
+                f"that optimizer's state; resume with optimizer.{key}={old}, or start a new run (run_name=...)"
+            )
+    if changed:
+        log.warning(
+            "resuming: %s not applied: the optimizer and LR schedule continue from the checkpoint with this run's "
+            "values (kept in config.yaml); start a new run (run_name=...) to train with them",
+            ", ".join(f"optimizer.{key}={new!r} (this run: {old!r})" for key, (old, new) in changed.items()),
+        )
+        config.optimizer = dataclasses.replace(config.optimizer, **{key: old for key, (old, _) in changed.items()})

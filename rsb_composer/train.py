@@ -41,7 +41,7 @@ from rsb_composer.data import build_loaders  # noqa: E402
 from rsb_composer.devices import resolve_device, resolve_precision  # noqa: E402
 from rsb_composer.model import build_model, convert_sync_batchnorm, prepare_compile  # noqa: E402
 from rsb_composer.optim import build_optimizer, build_scheduler, scaled_lr  # noqa: E402
-from rsb_composer.resume import repair_latest  # noqa: E402
+from rsb_composer.resume import reconcile_resume, repair_latest  # noqa: E402
 from rsb_composer.run_folder import (  # noqa: E402
     CHECKPOINT_FORMAT,
     LATEST_FORMAT,
@@ -72,6 +72,7 @@ def build_trainer(config: Config, checkpoint: str | None = None) -> Trainer:
     if checkpoint is None:
         run.create()
         setup_logging(run)
+        reconcile_resume(config, run)
     # Seed before the model exists: its random initialisation must be the same on every start of the same
     # recipe (Composer seeds again inside Trainer, after the model has been built).
     reproducibility.seed_all(config.seed)

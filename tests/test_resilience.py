@@ -231,3 +231,27 @@ def test_resuming_with_another_batch_size_is_refused(write_recipe, tmp_path, sub
     out, _ = process.communicate(timeout=300)
     assert process.returncode == 2 and "Traceback" not in out
     assert "trained with a global batch of 8, now 4" in out
+
+
+def test_a_resume_refuses_what_its_checkpoint_cannot_carry_and_keeps_the_runs_optimizer(write_recipe, tmp_path,
+                                                                                        subprocess_env):
+    """Adding BlurPool or changing the optimizer class would crash on load (a traceback); a changed LR or weight
+    decay would silently not apply, since the checkpoint restores the optimizer's groups."""
+    import yaml
+
+    recipe = write_recipe()
+    run_dir = tmp_path / "run"
+    _finish(_launch(recipe, run_dir, subprocess_env, tmp_path, nproc=1, extra=["max_duration=1ep"]))
+    refusals = (("optimizer.name=lamb", "optimizer.name=lamb: this run was trained with optimizer.name=sgd"),
+                ("algorithms.blurpool={}", "algorithms.blurpool: {} now, off in this run; it rebuilds"))
+    for change, message in refusals:
+        refused = _launch(recipe, run_dir, subprocess_env, tmp_path, nproc=1, extra=["max_duration=2ep", change])
+        out, _ = refused.communicate(timeout=300)
+        assert refused.returncode == 2 and "Traceback" not in out, out[-2000:]
+        assert message in out
+    out = _finish(_launch(recipe, run_dir, subprocess_env, tmp_path, nproc=1,
+                          extra=["max_duration=2ep", "optimizer.lr=0.4", "optimizer.weight_decay=0.01"]))
+    assert "optimizer.lr=0.4 (this run: 0.2), optimizer.weight_decay=0.01 (this run: 0.0001) not applied" in out
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["optimizer"]["lr"] == 0.2 and saved["optimizer"]["weight_decay"] == 0.0001
+    assert saved["max_duration"] == "2ep" and "blurpool" not in saved["algorithms"]  # the rest follows the command
