@@ -47,11 +47,25 @@ REGISTRY: dict[str, type[Algorithm]] = {
 # These insert themselves into the dataset's PIL transforms, so they need image files, not tensors.
 IMAGE_FILE_ALGORITHMS = ("augmix", "randaugment")
 
-# These rebuild the network (module surgery, parametrizations) or, for layer freezing, its optimizer's groups,
-# so a checkpoint saved without them fails to load with them, and one saved with them loads only in part without
-# them (measured on resumes). Stochastic depth keeps the parameter names and resumes either way.
-NETWORK_ALGORITHMS = ("blurpool", "factorize", "ghost_batchnorm", "layer_freezing", "squeeze_excite",
-                      "weight_standardization")
+# A resume must keep these as the run had them (resume.reconcile_resume refuses a change): Composer's
+# required_on_load ones (network surgery, which Composer re-applies from the checkpoint even when the command
+# drops it), and three measured here: weight standardization and layer freezing (a checkpoint saved without them
+# fails to load with them) and SAM (it wraps the optimizer, whose state is dropped when it comes or goes).
+_FIXED_BY_CHECKPOINT = ("layer_freezing", "sam", "weight_standardization")
+
+
+def fixed_by_checkpoint(name: str) -> bool:
+    return name in _FIXED_BY_CHECKPOINT or REGISTRY[name].required_on_load()
+
+
+def canonical_arguments(name: str, kwargs: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An algorithm's YAML arguments with its defaults filled in (None when off), so `{}` equals the defaults."""
+    if kwargs is None:
+        return None
+    bound = inspect.signature(REGISTRY[name].__init__).bind_partial(None, **kwargs)
+    bound.apply_defaults()
+    return {key: value for key, value in list(bound.arguments.items())[1:]}
+
 
 # timm's Mixup(switch_prob=0.5), used by the paper's recipes: half the batches get mixup, half cutmix.
 MIXUP_CUTMIX_SWITCH_PROB = 0.5

@@ -8,7 +8,7 @@ start the run from scratch. Before the trainer is built, :func:`repair_latest` p
 intact checkpoint, with a warning when that changes anything. A checkpoint is intact when its zip archive
 (torch.save's format) passes its CRC checks; corrupt files are renamed ``*.corrupt`` so nothing loads them.
 
-A resume is also held to what its checkpoint fixes (the network's algorithms, the optimizer):
+A resume is also held to what its checkpoint fixes (the network, its algorithms, the optimizer):
 :func:`reconcile_resume`.
 """
 
@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from composer.utils import dist
 
-from rsb_composer.algorithms import NETWORK_ALGORITHMS
+from rsb_composer.algorithms import REGISTRY, canonical_arguments, fixed_by_checkpoint
 from rsb_composer.config import Config, ConfigError
 from rsb_composer.run_folder import CHECKPOINT, LATEST, RunFolder
 
@@ -87,53 +88,79 @@ def repair_latest(folder: Path) -> Path | None:
 
 
 # Keys that change the optimizer's structure: its class, or how the parameters split into groups. The
-# checkpoint's state cannot be loaded into the new one (torch refuses other groups; another class drops it).
+# checkpoint's state does not carry over (torch refuses other groups; Composer skips another class's state).
 STRUCTURAL_OPTIMIZER_KEYS = ("name", "decay_bn_and_bias")
 
 
-def reconcile_resume(config: Config, run: RunFolder) -> None:
-    """Before a resume, hold the command to what the checkpoint fixes, comparing with the run's config.yaml.
+def resumed_run_settings(run: RunFolder) -> dict[str, Any] | None:
+    """The run folder's config.yaml when this start resumes the run (it holds an intact checkpoint), else None.
 
-    - Another ``model.arch``, or algorithms that rebuild the network
-      (:data:`~rsb_composer.algorithms.NETWORK_ALGORITHMS`) switched on or off or given other arguments: refused
-      with a ConfigError (the checkpoint's weights would not load, or only in part).
-    - ``optimizer.name`` or ``optimizer.decay_bn_and_bias`` changed: refused (the optimizer's state would not).
+    Intact, as :func:`repair_latest` judges it, so that every rank gets the same answer before and after local
+    rank 0's repair moves corrupt files aside.
+    """
+    if not run.config.is_file() or not run.checkpoints.is_dir():
+        return None
+    if not any(is_intact(path) for path in checkpoints_newest_first(run.checkpoints)):
+        return None
+    try:
+        previous = yaml.safe_load(run.config.read_text())
+    except (OSError, yaml.YAMLError):
+        previous = None
+    if not isinstance(previous, dict):
+        log.warning("resuming: %s is unreadable; the command is not compared with the run's settings", run.config)
+        return None
+    return previous
+
+
+def reconcile_resume(config: Config, previous: dict[str, Any]) -> None:
+    """Before a resume, hold the command to what the checkpoint fixes (``previous``: the run's config.yaml).
+
+    - Another ``model.arch``, or an algorithm the checkpoint is bound to (:func:`~rsb_composer.algorithms.
+      fixed_by_checkpoint`) switched on or off or given other arguments: refused with a ConfigError.
+    - ``optimizer.name`` or ``optimizer.decay_bn_and_bias`` changed: refused (the optimizer's state would not
+      carry over).
     - Any other ``optimizer.*`` changed: the checkpoint restores the optimizer's parameter groups (LR, momentum,
       weight decay, betas, ...) and the schedule's base LRs, so the run's values would train on while
       config.yaml showed the new ones; the run's values are kept, and a warning names what was dropped.
 
-    A run is resumed when its folder holds a checkpoint. Everything else follows the command.
+    Everything else follows the command.
     """
-    if not run.config.is_file() or not run.checkpoints.is_dir() or not checkpoints_newest_first(run.checkpoints):
-        return
-    try:
-        previous = yaml.safe_load(run.config.read_text())
-        was_arch = (previous.get("model") or {}).get("arch")
-        was_algorithms = previous.get("algorithms") or {}
-        was_optimizer = previous.get("optimizer") or {}
-    except (OSError, yaml.YAMLError, AttributeError):
-        log.warning("resuming: %s is unreadable; the command is not compared with the run's settings", run.config)
-        return
-    _refuse_other_network(config, was_arch, was_algorithms)
-    _keep_optimizer(config, was_optimizer)
-
-
-def _refuse_other_network(config: Config, was_arch: str | None, was: dict[str, Any]) -> None:
+    was_arch = _section(previous, "model").get("arch")
     if was_arch is not None and config.model.arch != was_arch:
         raise ConfigError(f"model.arch={config.model.arch}: this run trains {was_arch}, whose checkpoint would not "
                           f"load into it; resume with model.arch={was_arch}, or start a new run (run_name=...)")
-    for name in NETWORK_ALGORITHMS:
-        old, new = was.get(name), config.algorithms.get(name)
-        if old != new:
+    was_algorithms = _section(previous, "algorithms")
+    for name in sorted(set(was_algorithms) | set(config.algorithms)):
+        if name not in REGISTRY or not fixed_by_checkpoint(name):
+            continue
+        old, new = was_algorithms.get(name), config.algorithms.get(name)
+        if canonical_arguments(name, old) != canonical_arguments(name, new):
             raise ConfigError(
-                f"algorithms.{name}: {_setting(new)} now, {_setting(old)} in this run; it rebuilds the "
-                f"network, so the run's checkpoint would not load (or only in part): resume with the run's "
-                f"algorithms.{name} (see its config.yaml), or start a new run (run_name=...)"
+                f"algorithms.{name}={_yaml(new)}: this run has algorithms.{name}={_yaml(old)}, and its checkpoint "
+                f"holds the network or optimizer that makes; resume with algorithms.{name}={_yaml(old)}, or start "
+                "a new run (run_name=...)"
             )
+    _keep_optimizer(config, _section(previous, "optimizer"))
 
 
-def _setting(args: Any) -> str:
-    return "off" if args is None else str(args)
+def check_resume_classes(previous: dict[str, Any], num_classes: int) -> None:
+    """Refuse a resume whose data (or ``model.num_classes``) gives another number of classes: the checkpoint's
+    classifier has the run's."""
+    was = _section(previous, "model").get("num_classes")
+    if was is not None and was != num_classes:
+        raise ConfigError(f"model.num_classes={num_classes} (from the data or the command): this run's classifier "
+                          f"has {was} classes; resume with the run's data.path and model.num_classes, or start a "
+                          "new run (run_name=...)")
+
+
+def _section(previous: dict[str, Any], key: str) -> dict[str, Any]:
+    section = previous.get(key)
+    return section if isinstance(section, dict) else {}
+
+
+def _yaml(value: Any) -> str:
+    """A value as the command line spells it: null, true, {rho: 0.5}, [0.9, 0.999]."""
+    return yaml.safe_dump(value, default_flow_style=True, width=1_000_000).strip().removesuffix("...").strip()
 
 
 def _keep_optimizer(config: Config, was: dict[str, Any]) -> None:
@@ -143,13 +170,16 @@ def _keep_optimizer(config: Config, was: dict[str, Any]) -> None:
         if key in changed:
             old, new = changed[key]
             raise ConfigError(
-                f"optimizer.{key}={new}: this run was trained with optimizer.{key}={old} and its checkpoint holds "
-                f"that optimizer's state; resume with optimizer.{key}={old}, or start a new run (run_name=...)"
+                f"optimizer.{key}={_yaml(new)}: this run was trained with optimizer.{key}={_yaml(old)} and its "
+                f"checkpoint holds that optimizer's state; resume with optimizer.{key}={_yaml(old)}, or start a "
+                "new run (run_name=...)"
             )
     if changed:
-        log.warning(
-            "resuming: %s not applied: the optimizer and LR schedule continue from the checkpoint with this run's "
-            "values (kept in config.yaml); start a new run (run_name=...) to train with them",
-            ", ".join(f"optimizer.{key}={new!r} (this run: {old!r})" for key, (old, new) in changed.items()),
-        )
+        if dist.get_global_rank() == 0:  # every rank keeps the run's values; one says so
+            log.warning(
+                "resuming: %s not applied: the optimizer and LR schedule continue from the checkpoint with this "
+                "run's values (kept in config.yaml); start a new run (run_name=...) to train with them",
+                ", ".join(f"optimizer.{key}={_yaml(new)} (this run: {_yaml(old)})"
+                          for key, (old, new) in changed.items()),
+            )
         config.optimizer = dataclasses.replace(config.optimizer, **{key: old for key, (old, _) in changed.items()})

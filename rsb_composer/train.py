@@ -41,7 +41,12 @@ from rsb_composer.data import build_loaders  # noqa: E402
 from rsb_composer.devices import resolve_device, resolve_precision  # noqa: E402
 from rsb_composer.model import build_model, convert_sync_batchnorm, prepare_compile  # noqa: E402
 from rsb_composer.optim import build_optimizer, build_scheduler, scaled_lr  # noqa: E402
-from rsb_composer.resume import reconcile_resume, repair_latest  # noqa: E402
+from rsb_composer.resume import (  # noqa: E402
+    check_resume_classes,
+    reconcile_resume,
+    repair_latest,
+    resumed_run_settings,
+)
 from rsb_composer.run_folder import (  # noqa: E402
     CHECKPOINT_FORMAT,
     LATEST_FORMAT,
@@ -69,10 +74,13 @@ def build_trainer(config: Config, checkpoint: str | None = None) -> Trainer:
     """
     composer_fixes.apply()
     run = RunFolder(Path(config.run_dir))
+    previous = None
     if checkpoint is None:
         run.create()
         setup_logging(run)
-        reconcile_resume(config, run)
+        previous = resumed_run_settings(run)
+        if previous is not None:
+            reconcile_resume(config, previous)
     # Seed before the model exists: its random initialisation must be the same on every start of the same
     # recipe (Composer seeds again inside Trainer, after the model has been built).
     reproducibility.seed_all(config.seed)
@@ -84,6 +92,8 @@ def build_trainer(config: Config, checkpoint: str | None = None) -> Trainer:
     num_classes = config.model.num_classes or loaders.num_classes
     if num_classes < loaders.num_classes:
         raise ConfigError(f"model.num_classes={num_classes}: the data has {loaders.num_classes} classes")
+    if previous is not None:
+        check_resume_classes(previous, num_classes)
     config.model.num_classes = num_classes
 
     model = build_model(config.model, num_classes, config.loss)

@@ -235,23 +235,29 @@ def test_resuming_with_another_batch_size_is_refused(write_recipe, tmp_path, sub
 
 def test_a_resume_refuses_what_its_checkpoint_cannot_carry_and_keeps_the_runs_optimizer(write_recipe, tmp_path,
                                                                                         subprocess_env):
-    """Adding BlurPool or changing the optimizer class would crash on load (a traceback); a changed LR or weight
-    decay would silently not apply, since the checkpoint restores the optimizer's groups."""
+    """What the checkpoint is bound to is refused: adding BlurPool or another class count would crash on load,
+    SAM or another optimizer class would drop the optimizer's state. A changed LR or weight decay would silently
+    not apply (the checkpoint restores the optimizer's groups): the run's values are kept, with a warning."""
     import yaml
 
     recipe = write_recipe()
     run_dir = tmp_path / "run"
     _finish(_launch(recipe, run_dir, subprocess_env, tmp_path, nproc=1, extra=["max_duration=1ep"]))
     refusals = (("optimizer.name=lamb", "optimizer.name=lamb: this run was trained with optimizer.name=sgd"),
-                ("algorithms.blurpool={}", "algorithms.blurpool: {} now, off in this run; it rebuilds"))
+                ("algorithms.blurpool={}", "algorithms.blurpool={}: this run has algorithms.blurpool=null"),
+                ("algorithms.sam={rho: 0.1}", "algorithms.sam={rho: 0.1}: this run has algorithms.sam=null"),
+                ("model.num_classes=6", "model.num_classes=6 (from the data or the command): this run's classifier "
+                                        "has 4 classes"))
     for change, message in refusals:
         refused = _launch(recipe, run_dir, subprocess_env, tmp_path, nproc=1, extra=["max_duration=2ep", change])
         out, _ = refused.communicate(timeout=300)
         assert refused.returncode == 2 and "Traceback" not in out, out[-2000:]
         assert message in out
     out = _finish(_launch(recipe, run_dir, subprocess_env, tmp_path, nproc=1,
-                          extra=["max_duration=2ep", "optimizer.lr=0.4", "optimizer.weight_decay=0.01"]))
+                          extra=["max_duration=2ep", "optimizer.lr=0.4", "optimizer.weight_decay=0.01",
+                                 "algorithms.mixup=null"]))
     assert "optimizer.lr=0.4 (this run: 0.2), optimizer.weight_decay=0.01 (this run: 0.0001) not applied" in out
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["optimizer"]["lr"] == 0.2 and saved["optimizer"]["weight_decay"] == 0.0001
-    assert saved["max_duration"] == "2ep" and "blurpool" not in saved["algorithms"]  # the rest follows the command
+    # The rest follows the command: the new max_duration, mixup off (it does not touch the network).
+    assert saved["max_duration"] == "2ep" and saved["algorithms"]["mixup"] is None
