@@ -93,14 +93,15 @@ STRUCTURAL_OPTIMIZER_KEYS = ("name", "decay_bn_and_bias")
 
 
 def resumed_run_settings(run: RunFolder) -> dict[str, Any] | None:
-    """The run folder's config.yaml when this start resumes the run (it holds an intact checkpoint), else None.
+    """The run folder's config.yaml when this start resumes the run (it holds a complete checkpoint), else None.
 
-    Intact, as :func:`repair_latest` judges it, so that every rank gets the same answer before and after local
-    rank 0's repair moves corrupt files aside.
+    Complete: its zip directory, written last, is there (a file cut short by a kill has none), so every rank gets
+    the same answer before and after local rank 0's :func:`repair_latest` moves such files aside. (The repair's
+    full CRC check would read the whole checkpoint once per rank.)
     """
     if not run.config.is_file() or not run.checkpoints.is_dir():
         return None
-    if not any(is_intact(path) for path in checkpoints_newest_first(run.checkpoints)):
+    if not any(_complete(path) for path in checkpoints_newest_first(run.checkpoints)):
         return None
     try:
         previous = yaml.safe_load(run.config.read_text())
@@ -137,8 +138,8 @@ def reconcile_resume(config: Config, previous: dict[str, Any]) -> None:
         if canonical_arguments(name, old) != canonical_arguments(name, new):
             raise ConfigError(
                 f"algorithms.{name}={_yaml(new)}: this run has algorithms.{name}={_yaml(old)}, and its checkpoint "
-                f"holds the network or optimizer that makes; resume with algorithms.{name}={_yaml(old)}, or start "
-                "a new run (run_name=...)"
+                f"holds the network or optimizer built with that; resume with algorithms.{name}={_yaml(old)}, or "
+                "start a new run (run_name=...)"
             )
     _keep_optimizer(config, _section(previous, "optimizer"))
 
@@ -151,6 +152,14 @@ def check_resume_classes(previous: dict[str, Any], num_classes: int) -> None:
         raise ConfigError(f"model.num_classes={num_classes} (from the data or the command): this run's classifier "
                           f"has {was} classes; resume with the run's data.path and model.num_classes, or start a "
                           "new run (run_name=...)")
+
+
+def _complete(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path):
+            return True
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError):
+        return False
 
 
 def _section(previous: dict[str, Any], key: str) -> dict[str, Any]:

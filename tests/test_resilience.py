@@ -172,6 +172,24 @@ def test_truncated_or_missing_latest_falls_back_to_the_newest_intact_checkpoint(
         assert archive.testzip() is None
 
 
+def test_a_start_is_a_resume_only_with_a_complete_checkpoint(tmp_path):
+    """A first checkpoint cut short by a kill does not make the rerun a resume (repair_latest moves it aside and
+    the run starts afresh), so the command's settings are not held to the old run's."""
+    from rsb_composer.resume import resumed_run_settings
+    from rsb_composer.run_folder import RunFolder
+
+    run = RunFolder(tmp_path / "run")
+    run.create()
+    run.config.write_text("optimizer: {lr: 0.2}\n")
+    assert resumed_run_settings(run) is None  # no checkpoint yet
+    _fake_checkpoint(run.checkpoints / "ep0-ba2-rank0.pt", 2)
+    data = (run.checkpoints / "ep0-ba2-rank0.pt").read_bytes()
+    (run.checkpoints / "ep0-ba2-rank0.pt").write_bytes(data[: len(data) // 2])
+    assert resumed_run_settings(run) is None
+    _fake_checkpoint(run.checkpoints / "ep0-ba1-rank0.pt", 1)
+    assert resumed_run_settings(run) == {"optimizer": {"lr": 0.2}}
+
+
 def test_unreadable_images_are_skipped_and_counted_until_the_limit(toy_dir, write_recipe, tmp_path, subprocess_env):
     import shutil
 
