@@ -8,8 +8,8 @@ start the run from scratch. Before the trainer is built, :func:`repair_latest` p
 intact checkpoint, with a warning when that changes anything. A checkpoint is intact when its zip archive
 (torch.save's format) passes its CRC checks; corrupt files are renamed ``*.corrupt`` so nothing loads them.
 
-A resume is also held to what its checkpoint fixes (the network, its algorithms, the optimizer):
-:func:`reconcile_resume`.
+A resume is also held to what its checkpoint fixes (the network, its algorithms, the optimizer, the global
+batch): :func:`reconcile_resume`, :func:`check_resume_classes`, :func:`check_resume_geometry`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import logging
 import os
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from composer.utils import dist
@@ -28,6 +28,9 @@ from composer.utils import dist
 from rsb_composer.algorithms import REGISTRY, canonical_arguments, fixed_by_checkpoint
 from rsb_composer.config import Config, ConfigError
 from rsb_composer.run_folder import CHECKPOINT, LATEST, RunFolder
+
+if TYPE_CHECKING:
+    from composer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -192,3 +195,18 @@ def _keep_optimizer(config: Config, was: dict[str, Any]) -> None:
                           for key, (old, new) in changed.items()),
             )
         config.optimizer = dataclasses.replace(config.optimizer, **{key: old for key, (old, _) in changed.items()})
+
+
+def check_resume_geometry(trainer: Trainer, global_batch: int) -> None:
+    """Refuse a resume with another global batch (world size or data.batch_size changed).
+
+    The LR schedule counts optimizer steps and the linear scaling rule set the LR for the old global batch: a
+    checkpoint from another geometry would shift the warmup and cosine and mis-scale the LR, silently.
+    """
+    done = int(trainer.state.timestamp.batch)
+    if done and int(trainer.state.timestamp.sample) != done * global_batch:
+        was = int(trainer.state.timestamp.sample) / done
+        raise ConfigError(
+            f"the checkpoint in this run's folder was trained with a global batch of {was:g}, now {global_batch}: "
+            "resume with the original world size and data.batch_size, or start a new run (run_name=...)"
+        )

@@ -43,6 +43,7 @@ from rsb_composer.model import build_model, convert_sync_batchnorm, prepare_comp
 from rsb_composer.optim import build_optimizer, build_scheduler, scaled_lr  # noqa: E402
 from rsb_composer.resume import (  # noqa: E402
     check_resume_classes,
+    check_resume_geometry,
     reconcile_resume,
     repair_latest,
     resumed_run_settings,
@@ -160,21 +161,6 @@ def build_trainer(config: Config, checkpoint: str | None = None) -> Trainer:
         autoresume=True,
         compile_config={} if config.model.compile else None,
     )
-
-
-def check_resume_geometry(trainer: Trainer, global_batch: int) -> None:
-    """Refuse a resume with another global batch (world size or data.batch_size changed).
-
-    The LR schedule counts optimizer steps and the linear scaling rule set the LR for the old global batch: a
-    checkpoint from another geometry would shift the warmup and cosine and mis-scale the LR, silently.
-    """
-    done = int(trainer.state.timestamp.batch)
-    if done and int(trainer.state.timestamp.sample) != done * global_batch:
-        was = int(trainer.state.timestamp.sample) / done
-        raise ConfigError(
-            f"the checkpoint in this run's folder was trained with a global batch of {was:g}, now {global_batch}: "
-            "resume with the original world size and data.batch_size, or start a new run (run_name=...)"
-        )
 
 
 def is_complete(trainer: Trainer) -> bool:
