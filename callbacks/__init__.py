@@ -1,7 +1,5 @@
-"""Custom Composer callbacks and logger destinations of rsb-composer (a top-level package by design)."""
+"""Custom Composer callbacks and logger destinations of rsb-composer (a top-level package by design).
 
-from callbacks.metrics import ClassificationMetrics
-from callbacks.metrics_table import METRIC_KEYS, MetricsTable
-from callbacks.sampler_epoch import SamplerEpoch
-
-__all__ = ["METRIC_KEYS", "ClassificationMetrics", "MetricsTable", "SamplerEpoch"]
+Each module holds one callback; import it from its module (``from callbacks.metrics import
+ClassificationMetrics``). They depend on Composer and on the run folder's names (``rsb_composer.run_folder``) only.
+"""

@@ -7,9 +7,7 @@ epoch that ran again after a crash) are dropped, so each epoch appears once.
 
 from __future__ import annotations
 
-import csv
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +15,9 @@ from composer.core import State
 from composer.loggers import Logger, LoggerDestination
 from composer.utils import dist
 
-METRIC_KEYS = ("train/loss", "train/acc1", "train/acc5", "train/lr", "val/loss", "val/acc1", "val/acc5")
-COLUMNS = ("epoch", *METRIC_KEYS)
+from rsb_composer.run_folder import METRIC_KEYS, format_duration, format_metrics, format_value, read_rows, write_rows
 
 log = logging.getLogger("rsb_composer.metrics")
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def format_metrics(values: dict[str, Any], digits: int = 4) -> str:
-    return " ".join(f"{key}={values[key]:.{digits}g}" for key in METRIC_KEYS if key in values)
 
 
 class MetricsTable(LoggerDestination):
@@ -59,7 +45,7 @@ class MetricsTable(LoggerDestination):
             return
         done = int(state.timestamp.epoch)
         rows = [row for row in read_rows(self.csv_path) if float(row["epoch"]) <= done]
-        self._write(rows)
+        write_rows(self.csv_path, rows)
 
     def epoch_checkpoint(self, state: State, logger: Logger) -> None:
         self._emit(float(state.timestamp.epoch), state)
@@ -81,36 +67,8 @@ class MetricsTable(LoggerDestination):
         log.info("epoch %s%s: %s%s", epoch_text, f"/{total.value}" if total and total.unit.value == "ep" else "",
                  format_metrics(values), left)
         if dist.get_global_rank() == 0:
-            row = {"epoch": epoch_text, **{k: _fmt(values.get(k)) for k in METRIC_KEYS}}
-            self._write([*read_rows(self.csv_path), row])
+            row = {"epoch": epoch_text, **{k: format_value(values.get(k)) for k in METRIC_KEYS}}
+            write_rows(self.csv_path, [*read_rows(self.csv_path), row])
         # val/* belong to one evaluation: an epoch without one must not repeat the previous figures.
         for key in [k for k in self.latest if k.startswith("val/")]:
             del self.latest[key]
-
-    def _write(self, rows: list[dict[str, str]]) -> None:
-        self.csv_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.csv_path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-        tmp.replace(self.csv_path)  # atomic: a crash never leaves half a table
-
-
-def format_duration(seconds: float) -> str:
-    """3d 04h12m, 2h05m, 12m05s or 45s: coarse for long runs, exact enough for short ones."""
-    seconds = max(0, int(round(seconds)))
-    minutes, secs = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    if days:
-        return f"{days}d {hours:02d}h{minutes:02d}m"
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-
-
-def _fmt(value: float | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return f"{value:.6g}"

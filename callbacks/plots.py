@@ -11,7 +11,7 @@ from composer.core import State
 from composer.loggers import Logger, LoggerDestination
 from composer.utils import dist
 
-from callbacks.metrics_table import read_rows
+from rsb_composer.run_folder import read_rows
 
 POINTS_PER_EPOCH = 100  # LR samples kept per epoch: the curve's shape without millions of rows
 

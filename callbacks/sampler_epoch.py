@@ -4,6 +4,9 @@ Composer 0.32.1 calls ``set_epoch`` only on a torch DistributedSampler; any othe
 (timm's RepeatAugSampler) would replay epoch 0's order every epoch. EPOCH_START runs before the trainer
 creates the epoch's iterator, so setting it there takes effect for the coming epoch; Composer skips EPOCH_START
 when it resumes mid-epoch, so FIT_START sets it too.
+
+Remove when the pinned Composer calls ``set_epoch`` on any sampler that has it (``Trainer._get_distributed_sampler``
+checks ``isinstance(..., DistributedSampler)``; unchanged on Composer's main branch, no upstream issue yet).
 """
 
 from __future__ import annotations

@@ -47,11 +47,21 @@ REGISTRY: dict[str, type[Algorithm]] = {
 # These insert themselves into the dataset's PIL transforms, so they need image files, not tensors.
 IMAGE_FILE_ALGORITHMS = ("augmix", "randaugment")
 
+# The algorithms that change the network itself (surgery at INIT): an evaluation of a checkpoint needs them to
+# build the network the checkpoint holds; the others only act during training.
+NETWORK_ALGORITHMS = ("blurpool", "channels_last", "factorize", "ghost_batchnorm", "squeeze_excite",
+                      "stochastic_depth", "weight_standardization")
+
 # A resume must keep these as the run had them (resume.reconcile_resume refuses a change): Composer's
 # required_on_load ones (network surgery, which Composer re-applies from the checkpoint even when the command
 # drops it), and three measured here: weight standardization and layer freezing (a checkpoint saved without them
 # fails to load with them) and SAM (it wraps the optimizer, whose state is dropped when it comes or goes).
 _FIXED_BY_CHECKPOINT = ("layer_freezing", "sam", "weight_standardization")
+
+
+def channels_last_on(section: dict[str, Any]) -> bool:
+    """Whether the ``algorithms:`` section turns channels-last on (the batches are then made channels-last)."""
+    return section.get("channels_last") is not None
 
 
 def fixed_by_checkpoint(name: str) -> bool:
@@ -111,8 +121,9 @@ def _construct(name: str, kwargs: dict[str, Any]) -> Algorithm:
         raise ConfigError(f"algorithms.{name}: {err}") from None
 
 
-def validate_algorithms(section: dict[str, Any]) -> None:
-    """Refuse unknown algorithm names and arguments and values Composer rejects, without building a model."""
+def check_algorithms(section: dict[str, Any], decoded_images: bool = True) -> None:
+    """Refuse unknown algorithm names and arguments, values Composer rejects (without building a model), and
+    algorithms that edit decoded images when the data source has none (``decoded_images`` false)."""
     for name, kwargs in section.items():
         if name not in REGISTRY:
             close = difflib.get_close_matches(name, REGISTRY, n=1)
@@ -124,6 +135,11 @@ def validate_algorithms(section: dict[str, Any]) -> None:
                 f"got {kwargs!r}"
             )
     build_algorithms(section)
+    if not decoded_images:
+        for name in IMAGE_FILE_ALGORITHMS:
+            if section.get(name) is not None:
+                raise ConfigError(f"algorithms.{name} augments decoded images and cannot run on data.source=synthetic "
+                                  f"tensors; use imagefolder or toy data, or set algorithms.{name}=null")
 
 
 # Applied after the mixing algorithms whatever the YAML order: both act at BEFORE_LOSS, and smoothing the mixed

@@ -9,13 +9,20 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from rsb_composer.config import ConfigError, load_config
+from rsb_composer.config import Config, ConfigError
+
+
+def _recipe(args: argparse.Namespace, check_paths: bool = True) -> Config:
+    """The command's recipe and overrides, loaded and checked (imported here: ``--help`` needs no torch)."""
+    from rsb_composer.recipe import load_recipe
+
+    return load_recipe(args.config, args.overrides, check_paths=check_paths)
 
 
 def _show_config(args: argparse.Namespace) -> int:
     from rsb_composer.optim import scaled_lr
 
-    config = load_config(args.config, args.overrides, check_paths=False)
+    config = _recipe(args, check_paths=False)
     out = config.to_dict()
     global_batch = config.data.batch_size * args.world_size
     out["derived"] = {
@@ -28,22 +35,18 @@ def _show_config(args: argparse.Namespace) -> int:
 
 
 def _lr_schedule(args: argparse.Namespace) -> int:
-    from rsb_composer.schedule_report import lr_schedule_report
+    from rsb_composer.tools.lr_schedule import lr_schedule_report
 
-    config = load_config(args.config, args.overrides, check_paths=False)
+    config = _recipe(args, check_paths=False)
     return lr_schedule_report(config, args.world_size, args.steps_per_epoch, as_csv=args.csv, png=args.png)
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from callbacks.metrics_table import format_metrics
-    from rsb_composer.checkpoints import load_checkpoint_file
-    from rsb_composer.train import build_trainer
+    from rsb_composer.run_folder import format_metrics
+    from rsb_composer.train import build_eval_trainer
 
-    config = load_config(args.config, args.overrides)
-    # A missing, broken or unsafe file fails here, in one line; once it passes the weights-only check, Composer's
-    # own (full) load of the same file runs no foreign code.
-    load_checkpoint_file(args.checkpoint, trust=args.trust_checkpoint)
-    trainer = build_trainer(config, checkpoint=args.checkpoint)
+    config = _recipe(args)
+    trainer = build_eval_trainer(config, args.checkpoint, trust=args.trust_checkpoint)
     trainer.eval()
     metrics = {f"val/{name}": float(metric.compute()) for name, metric in trainer.state.eval_metrics["eval"].items()}
     trainer.close()
@@ -52,7 +55,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from rsb_composer.checkpoints import export_checkpoint
+    from rsb_composer.checkpoints.export import export_checkpoint
 
     arch, num_classes, is_ema = export_checkpoint(args.checkpoint, args.out, arch=args.arch, use_ema=not args.no_ema,
                                                   trust=args.trust_checkpoint)
@@ -64,15 +67,15 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _preflight(args: argparse.Namespace) -> int:
-    from rsb_composer.preflight import run_preflight
+    from rsb_composer.tools.preflight import run_preflight
 
     return run_preflight(args.config, args.overrides, world_size=args.world_size, batches=args.batches)
 
 
 def _bench_train(args: argparse.Namespace) -> int:
-    from rsb_composer.benchmark import bench_train
+    from rsb_composer.tools.bench_train import bench_train
 
-    config = load_config(args.config, args.overrides, check_paths=False)
+    config = _recipe(args, check_paths=False)
     result = bench_train(config, steps=args.steps, warmup=args.warmup, repeats=args.repeats)
     lines = [f"trainer (callbacks and algorithms on): {result['images_per_sec']:,.1f} images/s",
              f"plain PyTorch loop, same model/batch:  {result['plain_images_per_sec']:,.1f} images/s",
@@ -89,9 +92,9 @@ def _report(result: dict[str, float], as_json: bool, lines: list[str]) -> int:
 
 
 def _bench_data(args: argparse.Namespace) -> int:
-    from rsb_composer.benchmark import bench_data
+    from rsb_composer.tools.bench_data import bench_data
 
-    config = load_config(args.config, args.overrides)
+    config = _recipe(args)
     try:
         result = bench_data(config, batches=args.batches, reference=args.reference)
     except ValueError as err:
@@ -110,7 +113,7 @@ def _bench_data(args: argparse.Namespace) -> int:
 def _bench_index(args: argparse.Namespace) -> int:
     import os
 
-    from rsb_composer.benchmark import bench_index
+    from rsb_composer.tools.bench_index import bench_index
 
     if args.drop_caches and os.geteuid() != 0:
         raise ConfigError("--drop-caches empties the kernel's file caches and needs root; run without it")

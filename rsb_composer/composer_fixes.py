@@ -5,6 +5,9 @@ file-based wait around autoresume, but it broadcasts rank 0's name to every node
 checkpoint folder on shared storage (what autoresume across nodes needs), every node's local rank 0 then creates
 and deletes the same file, and the second deletion crashes the run at start ("No such file or directory:
 '._signal_file_node0_...'"). The patch keeps the collective broadcast and puts each node's own number back.
+
+Remove it when the pinned Composer gives each node its own name: mosaicml/composer#2363 ("Add node rank to signal
+files", open) or a fix of mosaicml/llm-foundry#1736; Composer's main branch still broadcasts rank 0's name.
 """
 
 from __future__ import annotations

@@ -6,7 +6,15 @@ import logging
 
 import torch
 
+from rsb_composer.config import check_choice
+
 log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "amp_fp16", "amp_bf16")
+
+
+def check_precision(precision: str) -> None:
+    check_choice("precision", precision, PRECISIONS)
 
 
 def resolve_device() -> str:

@@ -1,27 +1,59 @@
-"""Training losses on the (possibly mixed and smoothed) targets; validation always uses cross-entropy."""
+"""Training losses on the (possibly mixed and smoothed) targets; validation always uses cross-entropy.
+
+``loss.name`` picks one of :data:`LOSSES`; each entry builds the loss from the ``loss.*`` options it reads, and
+an option set for a loss that does not read it is refused.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
-from composer.loss import soft_cross_entropy
-from timm.loss import BinaryCrossEntropy
 
-from rsb_composer.config import LossConfig
+from rsb_composer.config import Choices, ConfigError, LossConfig, check, options_set_but_unread
+
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def build_loss(cfg: LossConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """``cross_entropy``: Composer's soft cross-entropy (class indices or soft targets).
+@dataclass(frozen=True)
+class LossChoice:
+    build: Callable[..., Loss]
+    options: tuple[str, ...] = ()  # the loss.* keys passed to build as keywords
 
-    ``bce``: timm's BinaryCrossEntropy, the paper's loss: one sigmoid per class against the dense target; with
+
+def _cross_entropy() -> Loss:
+    """Composer's soft cross-entropy (class indices or soft targets)."""
+    from composer.loss import soft_cross_entropy
+
+    return soft_cross_entropy
+
+
+def _bce(target_threshold: float | None, sum_classes: bool) -> Loss:
+    """timm's BinaryCrossEntropy, the paper's loss: one sigmoid per class against the dense target; with
     ``target_threshold`` (0.2 in the paper) a mixed target becomes 1 for every class holding more than that
-    share, so both images of a mixup/cutmix pair count as present.
-    """
-    if cfg.name == "cross_entropy":
-        return soft_cross_entropy
-    if cfg.name == "bce":
-        # smoothing=0: timm's default (0.1) would smooth plain labels behind the config's back; label smoothing
-        # is algorithms.label_smoothing's job.
-        return BinaryCrossEntropy(smoothing=0.0, target_threshold=cfg.target_threshold, sum_classes=cfg.sum_classes)
-    raise ValueError(f"unknown loss {cfg.name!r}")  # config.validate refuses this before we get here
+    share, so both images of a mixup/cutmix pair count as present."""
+    from timm.loss import BinaryCrossEntropy
+
+    # smoothing=0: timm's default (0.1) would smooth plain labels behind the config's back; label smoothing is
+    # algorithms.label_smoothing's job.
+    return BinaryCrossEntropy(smoothing=0.0, target_threshold=target_threshold, sum_classes=sum_classes)
+
+
+LOSSES: Choices[LossChoice] = Choices("loss.name")
+LOSSES.add("cross_entropy", LossChoice(_cross_entropy))
+LOSSES.add("bce", LossChoice(_bce, ("target_threshold", "sum_classes")))
+
+
+def build_loss(cfg: LossConfig) -> Loss:
+    choice = LOSSES.pick(cfg.name)
+    return choice.build(**{key: getattr(cfg, key) for key in choice.options})
+
+
+def check_loss(cfg: LossConfig) -> None:
+    choice = LOSSES.pick(cfg.name)
+    for key in options_set_but_unread(cfg, choice.options):
+        readers = [name for name, other in LOSSES.items() if key in other.options]
+        raise ConfigError(f"loss.{key}={getattr(cfg, key)!r}: only applies to loss.name={' or '.join(readers)}")
+    if cfg.target_threshold is not None:
+        check(0 <= cfg.target_threshold < 1, "loss.target_threshold", cfg.target_threshold, "must be in [0, 1)")

@@ -9,7 +9,7 @@ from composer.models import ComposerClassifier
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from rsb_composer.config import LossConfig, ModelConfig
+from rsb_composer.config import LossConfig, ModelConfig, check
 from rsb_composer.losses import build_loss
 
 
@@ -35,6 +35,15 @@ def build_model(cfg: ModelConfig, num_classes: int, loss: LossConfig | None = No
     return model
 
 
+def check_model(cfg: ModelConfig) -> None:
+    check(cfg.arch.startswith(("resnet", "resnext", "wide_resnet")), "model.arch", cfg.arch,
+          "must name a torchvision ResNet (resnet18 ... resnet152, resnext*, wide_resnet*)")
+    check(cfg.arch in torchvision.models.list_models(module=torchvision.models), "model.arch", cfg.arch,
+          "torchvision has no model of this name")
+    if cfg.num_classes is not None:
+        check(cfg.num_classes >= 2, "model.num_classes", cfg.num_classes, "need at least 2 classes")
+
+
 def convert_sync_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
     return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
@@ -45,7 +54,7 @@ def prepare_compile() -> None:
     torch 2.7.0's Inductor fails on ResNet training steps when it lets a kernel write into a dead input buffer
     (``InductorError: KeyError: 'op7'`` in ``Scheduler.get_fused_node``, pytorch/pytorch#151423; seen here for
     ResNet-18 and ResNet-50 backward on the CPU): compile without that in-place reuse. Freed buffers are still
-    reused (``allow_buffer_reuse``).
+    reused (``allow_buffer_reuse``). Remove with torch >= 2.8, which has the fix (pytorch/pytorch#151424).
     """
     import torch._inductor.config as inductor
 

@@ -1,17 +1,78 @@
-"""Optimizer, the linear LR scaling rule, and the warmup-then-cosine schedule (stepped every batch)."""
+"""Optimizers: the registry ``optimizer.name`` picks from, parameter groups, and the linear LR scaling rule.
+
+Each :class:`OptimizerChoice` says how to build the optimizer, which ``optimizer.*`` options it reads (passed to
+it as keywords; the rest are common to all: lr, weight_decay, decay_bn_and_bias) and how many state tensors of a
+parameter's size it keeps, which the checkpoint and memory estimates use. A new optimizer is one entry.
+"""
 
 from __future__ import annotations
 
 import logging
-import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
-from composer.core import Time, TimeUnit
-from torch.optim.lr_scheduler import LambdaLR
 
-from rsb_composer.config import OptimizerConfig, SchedulerConfig
+from rsb_composer.config import Choices, OptimizerConfig, check, options_set_but_unread
 
 log = logging.getLogger(__name__)
+
+# Read by every optimizer (or by the trainer around it), so never "unused".
+COMMON_OPTIONS = ("lr", "reference_batch_size", "weight_decay", "decay_bn_and_bias")
+
+
+@dataclass(frozen=True)
+class OptimizerChoice:
+    build: Callable[..., torch.optim.Optimizer]  # (parameter groups, lr=..., **options) -> optimizer
+    options: tuple[str, ...]  # optimizer.* keys passed to build as keywords
+    state_tensors: int  # tensors of each parameter's size in the optimizer state (momentum: 1, Adam moments: 2)
+
+
+def _betas(betas: list[float] | None) -> dict[str, Any]:
+    """``optimizer.betas`` when set; null leaves the optimizer's own default."""
+    return {} if betas is None else {"betas": tuple(betas)}
+
+
+def _sgd(groups: list[dict], lr: float, momentum: float, nesterov: bool) -> torch.optim.Optimizer:
+    """torch's SGD (weight decay coupled to the gradient, as in torchvision's recipes)."""
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
+
+
+def _decoupled_sgdw(groups: list[dict], lr: float, momentum: float, nesterov: bool) -> torch.optim.Optimizer:
+    """Composer's DecoupledSGDW, as in its ResNet speed-up recipes."""
+    from composer.optim import DecoupledSGDW
+
+    return DecoupledSGDW(groups, lr=lr, momentum=momentum, nesterov=nesterov)
+
+
+def _lamb(groups: list[dict], lr: float, betas: list[float] | None, eps: float,
+          max_grad_norm: float | None) -> torch.optim.Optimizer:
+    """timm's Lamb, the paper's: NVIDIA FusedLAMB semantics with a global gradient-norm clip of
+    ``max_grad_norm`` and trust ratios only on weight-decayed parameters."""
+    from timm.optim import Lamb
+
+    return Lamb(groups, lr=lr, eps=eps, max_grad_norm=max_grad_norm, **_betas(betas))
+
+
+def _adamw(groups: list[dict], lr: float, betas: list[float] | None, eps: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(groups, lr=lr, eps=eps, **_betas(betas))
+
+
+def _lion(groups: list[dict], lr: float, betas: list[float] | None) -> torch.optim.Optimizer:
+    """timm's Lion (Chen et al. 2023, "Symbolic discovery of optimization algorithms"): sign updates with one
+    moment; it wants an LR several times smaller and a weight decay several times larger than AdamW's."""
+    from timm.optim import Lion
+
+    return Lion(groups, lr=lr, **_betas(betas))
+
+
+OPTIMIZERS: Choices[OptimizerChoice] = Choices("optimizer.name")
+OPTIMIZERS.add("sgd", OptimizerChoice(_sgd, ("momentum", "nesterov"), state_tensors=1))
+OPTIMIZERS.add("decoupled_sgdw", OptimizerChoice(_decoupled_sgdw, ("momentum", "nesterov"), state_tensors=1))
+OPTIMIZERS.add("lamb", OptimizerChoice(_lamb, ("betas", "eps", "max_grad_norm"), state_tensors=2))
+OPTIMIZERS.add("adamw", OptimizerChoice(_adamw, ("betas", "eps"), state_tensors=2))
+OPTIMIZERS.add("lion", OptimizerChoice(_lion, ("betas",), state_tensors=1))
 
 
 def scaled_lr(cfg: OptimizerConfig, global_batch_size: int) -> float:
@@ -19,50 +80,7 @@ def scaled_lr(cfg: OptimizerConfig, global_batch_size: int) -> float:
     return cfg.lr * global_batch_size / cfg.reference_batch_size
 
 
-def lr_multiplier(epoch: float, total_epochs: float, cfg: SchedulerConfig) -> float:
-    """The LR as a fraction of the peak at fractional ``epoch`` of a ``total_epochs`` run.
-
-    Warmup over ``W = warmup_epochs`` epochs as in the deployment notes (torchvision's LinearLR with
-    start_factor=0.01): epoch 0 starts at ``warmup_start_factor``, the factor rises linearly to 1 at the start
-    of epoch W-1 (the last warmup epoch runs at the peak). From epoch W a half cosine falls to
-    ``min_lr_factor`` at the end of training. Between epoch boundaries the value is interpolated per step.
-    """
-    warmup = cfg.warmup_epochs
-    ramp = warmup - 1.0
-    if epoch < warmup and ramp > 0:
-        start = cfg.warmup_start_factor
-        return start + (1.0 - start) * min(epoch / ramp, 1.0)
-    if epoch < warmup:
-        return 1.0
-    progress = min(max((epoch - warmup) / max(total_epochs - warmup, 1e-12), 0.0), 1.0)
-    floor = cfg.min_lr_factor
-    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def total_epochs(max_duration: str, steps_per_epoch: int) -> float:
-    duration = Time.from_timestring(max_duration)
-    if duration.unit == TimeUnit.EPOCH:
-        return float(duration.value)
-    return duration.value / steps_per_epoch  # batches
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, max_duration: str,
-                    steps_per_epoch: int) -> LambdaLR:
-    """A LambdaLR stepped once per batch; its step count (checkpointed) is the index of the next batch.
-
-    A plain closure rather than a Composer scheduler: Composer steps schedulers before advancing its
-    timestamp, so a ComposerScheduler sees batch k-1 when setting the LR of batch k, and the first two batches
-    share an LR. Counting steps puts epoch e's first batch exactly at lr_multiplier(e).
-    """
-    epochs = total_epochs(max_duration, steps_per_epoch)
-
-    def multiplier(step: int) -> float:
-        return lr_multiplier(step / steps_per_epoch, epochs, cfg)
-
-    return LambdaLR(optimizer, multiplier)
-
-
-def _parameter_groups(model: torch.nn.Module, weight_decay: float, decay_bn_and_bias: bool) -> list[dict]:
+def parameter_groups(model: torch.nn.Module, weight_decay: float, decay_bn_and_bias: bool) -> list[dict]:
     if decay_bn_and_bias:
         return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
     # 1-d parameters are the BatchNorm scales and shifts and the biases (timm's filter_bias_and_bn).
@@ -74,20 +92,26 @@ def _parameter_groups(model: torch.nn.Module, weight_decay: float, decay_bn_and_
 
 
 def build_optimizer(model: torch.nn.Module, cfg: OptimizerConfig, lr: float) -> torch.optim.Optimizer:
-    """``sgd`` (torch, coupled weight decay), ``decoupled_sgdw`` (Composer's, as in its ResNet recipes),
-    ``lamb`` (timm's, the paper's: NVIDIA FusedLAMB semantics with a global gradient-norm clip of
-    ``max_grad_norm`` and trust ratios only on weight-decayed parameters), ``adamw`` (torch)."""
-    groups = _parameter_groups(model, cfg.weight_decay, cfg.decay_bn_and_bias)
-    if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    if cfg.name == "decoupled_sgdw":
-        from composer.optim import DecoupledSGDW
+    choice = OPTIMIZERS.pick(cfg.name)
+    unread = [key for key in options_set_but_unread(cfg, choice.options) if key not in COMMON_OPTIONS]
+    if unread:
+        log.warning("optimizer.name=%s does not use %s", cfg.name,
+                    ", ".join(f"optimizer.{key}={getattr(cfg, key)!r}" for key in unread))
+    groups = parameter_groups(model, cfg.weight_decay, cfg.decay_bn_and_bias)
+    return choice.build(groups, lr=lr, **{key: getattr(cfg, key) for key in choice.options})
 
-        return DecoupledSGDW(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    if cfg.name == "lamb":
-        from timm.optim import Lamb
 
-        return Lamb(groups, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps, max_grad_norm=cfg.max_grad_norm)
-    if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps)
-    raise ValueError(f"unknown optimizer {cfg.name!r}")  # config.validate refuses this before we get here
+def check_optimizer(cfg: OptimizerConfig) -> None:
+    OPTIMIZERS.pick(cfg.name)
+    if cfg.betas is not None:
+        check(len(cfg.betas) == 2 and all(0 <= b < 1 for b in cfg.betas), "optimizer.betas", cfg.betas,
+              "must be [beta1, beta2], each in [0, 1) (or null for the optimizer's own)")
+    check(cfg.eps > 0, "optimizer.eps", cfg.eps, "must be > 0")
+    if cfg.max_grad_norm is not None:
+        check(cfg.max_grad_norm > 0, "optimizer.max_grad_norm", cfg.max_grad_norm, "must be > 0 (or null for none)")
+    check(cfg.lr > 0, "optimizer.lr", cfg.lr, "must be > 0")
+    check(cfg.reference_batch_size >= 1, "optimizer.reference_batch_size", cfg.reference_batch_size,
+          "must be >= 1")
+    check(0 <= cfg.momentum < 1, "optimizer.momentum", cfg.momentum, "must be in [0, 1)")
+    check(cfg.weight_decay >= 0, "optimizer.weight_decay", cfg.weight_decay, "must be >= 0")
+    check(not cfg.nesterov or cfg.momentum > 0, "optimizer.nesterov", cfg.nesterov, "needs optimizer.momentum > 0")

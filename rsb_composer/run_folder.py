@@ -1,12 +1,16 @@
-"""The run folder (``run_dir``): where each file of a run lives, the resolved config, and the text logs."""
+"""The run folder (``run_dir``): where each file of a run lives, how its files are written and read (the
+resolved config, ``metrics.csv``), how its figures are printed, and the text logs."""
 
 from __future__ import annotations
 
+import csv
 import logging
+import math
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from composer.utils import dist
@@ -18,6 +22,11 @@ CHECKPOINT_FORMAT = "ep{epoch}-ba{batch}-rank{rank}.pt"
 LATEST_FORMAT = "latest-rank{rank}.pt"
 LATEST = LATEST_FORMAT.format(rank=0)
 CHECKPOINT = re.compile(r"^ep(\d+)-ba(\d+)-rank0\.pt$")  # rank 0's files named by CHECKPOINT_FORMAT
+
+
+# The project's metric keys, identical in every destination; metrics.csv has one column each, after the epoch.
+METRIC_KEYS = ("train/loss", "train/acc1", "train/acc5", "train/lr", "val/loss", "val/acc1", "val/acc5")
+COLUMNS = ("epoch", *METRIC_KEYS)
 
 
 def checkpoint_name(epoch: int, batch: int) -> str:
@@ -67,6 +76,56 @@ class RunFolder:
         tmp = self.config.with_suffix(".yaml.tmp")
         tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
         tmp.replace(self.config)
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a metrics.csv (none when it does not exist yet)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def write_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    """Write a metrics.csv whole, atomically: a crash never leaves half a table."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def format_value(value: float | None) -> str:
+    """A metric as metrics.csv holds it: 6 significant digits, empty when missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.6g}"
+
+
+def format_metrics(values: dict[str, Any], digits: int = 4) -> str:
+    """``key=value`` pairs of the metric keys present, in the keys' order (the epoch line, eval's output)."""
+    return " ".join(f"{key}={values[key]:.{digits}g}" for key in METRIC_KEYS if key in values)
+
+
+def final_metrics(path: Path) -> dict[str, float]:
+    """The last row of a metrics.csv as numbers (empty when there is none)."""
+    rows = read_rows(path)
+    return {k: float(v) for k, v in rows[-1].items() if v and k != "epoch"} if rows else {}
+
+
+def format_duration(seconds: float) -> str:
+    """3d 04h12m, 2h05m, 12m05s or 45s: coarse for long runs, exact enough for short ones."""
+    seconds = max(0, int(round(seconds)))
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d {hours:02d}h{minutes:02d}m"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 LOG_FORMAT = "%(asctime)s [rank %(rank)s] %(levelname)s %(name)s: %(message)s"

@@ -33,6 +33,7 @@ class LocalCheckpointWandBLogger(WandBLogger):
     Composer 0.32.1's autoresume asks every logger for a remote ``latest`` checkpoint before W&B is initialised,
     and WandBLogger then raises "get_file_artifact can only be called after running init()" on a fresh run.
     This project never uploads checkpoints to W&B, so there is nothing to download: say "not found".
+    Remove when the pinned Composer answers FileNotFoundError there itself (mosaicml/composer#2680, open).
     """
 
     def download_file(self, remote_file_name: str, destination: str, overwrite: bool = False,

@@ -30,69 +30,62 @@ from callbacks.bad_images import BadImageMonitor, TooManyBadImages  # noqa: E402
 from callbacks.buffer_sync import BroadcastBuffersBeforeEval  # noqa: E402
 from callbacks.divergence import DivergenceGuard, TrainingDiverged  # noqa: E402
 from callbacks.metrics import ClassificationMetrics  # noqa: E402
-from callbacks.metrics_table import format_metrics, read_rows  # noqa: E402
 from callbacks.preemption import Preemption  # noqa: E402
 from callbacks.sampler_epoch import SamplerEpoch  # noqa: E402
 from callbacks.top_k import TopKCheckpoints  # noqa: E402
 from rsb_composer import composer_fixes  # noqa: E402
-from rsb_composer.algorithms import build_algorithms  # noqa: E402
-from rsb_composer.config import Config, ConfigError, load_config  # noqa: E402
-from rsb_composer.data import build_loaders  # noqa: E402
-from rsb_composer.devices import resolve_device, resolve_precision  # noqa: E402
-from rsb_composer.model import build_model, convert_sync_batchnorm, prepare_compile  # noqa: E402
-from rsb_composer.optim import build_optimizer, build_scheduler, scaled_lr  # noqa: E402
-from rsb_composer.resume import (  # noqa: E402
+from rsb_composer.algorithms import NETWORK_ALGORITHMS, build_algorithms, channels_last_on  # noqa: E402
+from rsb_composer.checkpoints.resume import (  # noqa: E402
     check_resume_classes,
     check_resume_geometry,
     reconcile_resume,
     repair_latest,
     resumed_run_settings,
 )
-from rsb_composer.run_folder import (  # noqa: E402
-    CHECKPOINT_FORMAT,
-    LATEST_FORMAT,
-    RunFolder,
-    checkpoint_name,
-    setup_logging,
-)
+from rsb_composer.checkpoints.safe_load import load_checkpoint_file, load_network, model_weights  # noqa: E402
+from rsb_composer.checkpoints.saving import save_arguments  # noqa: E402
+from rsb_composer.config import Config, ConfigError  # noqa: E402
+from rsb_composer.data import build_eval_loader, build_loaders  # noqa: E402
+from rsb_composer.devices import resolve_device, resolve_precision  # noqa: E402
+from rsb_composer.model import build_model, convert_sync_batchnorm, prepare_compile  # noqa: E402
+from rsb_composer.optim import build_optimizer, scaled_lr  # noqa: E402
+from rsb_composer.recipe import load_recipe  # noqa: E402
+from rsb_composer.run_folder import RunFolder, checkpoint_name, final_metrics, format_metrics, setup_logging  # noqa: E402
 from rsb_composer.run_loggers import build_loggers  # noqa: E402
+from rsb_composer.schedules import build_scheduler  # noqa: E402
 
 log = logging.getLogger("rsb_composer.train")
 
 # Composer's soft_cross_entropy warns when mixed/smoothed targets sum to a hair under 1 (float rounding of
-# lambda * a + (1 - lambda) * b); the loss is renormalised anyway, so the warning is only noise.
+# lambda * a + (1 - lambda) * b); the loss is renormalised anyway, so the warning is only noise. It goes when the
+# losses stop calling composer.loss.soft_cross_entropy.
 warnings.filterwarnings("ignore", message="Some targets have less than 1 total probability")
 
 
-def build_trainer(config: Config, checkpoint: str | None = None) -> Trainer:
+def build_trainer(config: Config) -> Trainer:
     """Build data, model, optimizer, schedule, algorithms and callbacks into a Composer Trainer (no training).
 
-    Fills in inferred values (``model.num_classes``) and writes the resolved config to ``run_dir/config.yaml``.
-    With a checkpoint in ``run_dir/checkpoints`` the trainer resumes from it.
-
-    With ``checkpoint``, an evaluation trainer instead: the same model, algorithms (so surgery such as BlurPool
-    matches) and optimizer, fully loaded from that file (EMA state included), writing nothing to the run folder.
+    ``config`` as :func:`rsb_composer.recipe.load_recipe` returns it. Fills in inferred values
+    (``model.num_classes``) and writes the resolved config to ``run_dir/config.yaml``. With a checkpoint in
+    ``run_dir/checkpoints`` the trainer resumes from it.
     """
     composer_fixes.apply()
     run = RunFolder(Path(config.run_dir))
-    previous = None
-    if checkpoint is None:
-        run.create()
-        setup_logging(run)
-        previous = resumed_run_settings(run)
-        if previous is not None:
-            reconcile_resume(config, previous)
+    run.create()
+    setup_logging(run)
+    previous = resumed_run_settings(run)
+    if previous is not None:
+        reconcile_resume(config, previous)
     # Seed before the model exists: its random initialisation must be the same on every start of the same
     # recipe (Composer seeds again inside Trainer, after the model has been built).
     reproducibility.seed_all(config.seed)
     device = resolve_device()
-    precision = resolve_precision(config.precision, device)
     world_size = dist.get_world_size()
 
-    loaders = build_loaders(config, bad_log=run.bad_images(dist.get_global_rank()) if checkpoint is None else None)
+    loaders = build_loaders(config.data, config.seed, config.model.num_classes,
+                            channels_last=channels_last_on(config.algorithms),
+                            bad_log=run.bad_images(dist.get_global_rank()))
     num_classes = config.model.num_classes or loaders.num_classes
-    if num_classes < loaders.num_classes:
-        raise ConfigError(f"model.num_classes={num_classes}: the data has {loaders.num_classes} classes")
     if previous is not None:
         check_resume_classes(previous, num_classes)
     config.model.num_classes = num_classes
@@ -110,17 +103,6 @@ def build_trainer(config: Config, checkpoint: str | None = None) -> Trainer:
              config.optimizer.reference_batch_size)
     optimizer = build_optimizer(model, config.optimizer, lr)
     scheduler = build_scheduler(optimizer, config.scheduler, config.max_duration, len(loaders.train))
-    algorithms = build_algorithms(config.algorithms)
-
-    if checkpoint is not None:
-        return Trainer(
-            run_name=config.run_name, model=model, train_dataloader=loaders.spec(loaders.train),
-            eval_dataloader=loaders.spec(loaders.eval),
-            max_duration=config.max_duration, optimizers=optimizer, schedulers=scheduler,
-            step_schedulers_every_batch=True, algorithms=algorithms, callbacks=[ClassificationMetrics(num_classes)],
-            loggers=[], progress_bar=False, log_to_console=False, device=device, precision=precision,
-            seed=config.seed, load_path=checkpoint,
-        )
 
     if dist.get_global_rank() == 0:
         run.write_config(config)
@@ -140,7 +122,7 @@ def build_trainer(config: Config, checkpoint: str | None = None) -> Trainer:
         optimizers=optimizer,
         schedulers=scheduler,
         step_schedulers_every_batch=True,
-        algorithms=algorithms,
+        algorithms=build_algorithms(config.algorithms),
         callbacks=[ClassificationMetrics(num_classes), SamplerEpoch(), RuntimeEstimator(time_unit="seconds"),
                    DivergenceGuard(run.latest_checkpoint), Preemption(run.checkpoints, checkpoint_name),
                    BroadcastBuffersBeforeEval(),
@@ -151,16 +133,36 @@ def build_trainer(config: Config, checkpoint: str | None = None) -> Trainer:
         progress_bar=False,  # ours (MetricsProgressBar) is among the loggers when wanted
         log_to_console=False,
         device=device,
-        precision=precision,
+        precision=resolve_precision(config.precision, device),
         seed=config.seed,
-        save_folder=str(run.checkpoints),
-        save_filename=CHECKPOINT_FORMAT,
-        save_latest_filename=LATEST_FORMAT,
-        save_interval=config.checkpoints.save_interval,
-        save_num_checkpoints_to_keep=config.checkpoints.keep_last,
-        autoresume=True,
         compile_config={} if config.model.compile else None,
+        **save_arguments(config.checkpoints, run),
     )
+
+
+def build_eval_trainer(config: Config, checkpoint: str | Path, trust: bool = False) -> Trainer:
+    """A trainer that evaluates ``checkpoint``'s network on the val split (``trainer.eval()``), writing nothing.
+
+    The network is the recipe's, shaped by the algorithms that change it (BlurPool, ...), with the checkpoint's
+    weights (EMA's when it has them, as training evaluated them), read without running pickled code unless
+    ``trust``. Only the val split is read: the classes come from the train split's folder names.
+    """
+    weights, _ = model_weights(load_checkpoint_file(checkpoint, trust=trust), prefer_ema=True)
+    reproducibility.seed_all(config.seed)
+    device = resolve_device()
+    loaders = build_eval_loader(config.data, config.seed, config.model.num_classes,
+                                channels_last=channels_last_on(config.algorithms))
+    num_classes = config.model.num_classes or loaders.num_classes
+    config.model.num_classes = num_classes
+    shaping = {name: args for name, args in config.algorithms.items() if name in NETWORK_ALGORITHMS}
+    trainer = Trainer(
+        run_name=config.run_name, model=build_model(config.model, num_classes, config.loss),
+        eval_dataloader=loaders.spec(loaders.eval), algorithms=build_algorithms(shaping), loggers=[],
+        progress_bar=False, log_to_console=False, device=device,
+        precision=resolve_precision(config.precision, device), seed=config.seed,
+    )
+    load_network(trainer.state.model.module, weights, checkpoint)
+    return trainer
 
 
 def is_complete(trainer: Trainer) -> bool:
@@ -180,15 +182,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        config = load_config(args.config, args.overrides)
+        config = load_recipe(args.config, args.overrides)
         trainer = build_trainer(config)
         check_resume_geometry(trainer, config.data.batch_size * dist.get_world_size())
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if is_complete(trainer):
-        rows = read_rows(RunFolder(Path(config.run_dir)).metrics_csv)
-        final = format_metrics({k: float(v) for k, v in rows[-1].items() if v and k != "epoch"}) if rows else ""
+        final = format_metrics(final_metrics(RunFolder(Path(config.run_dir)).metrics_csv))
         log.info("run %s is already complete (%s); final metrics: %s", config.run_name, config.max_duration,
                  final or "none recorded")
         trainer.close()

@@ -1,44 +1,15 @@
-"""Shared fixtures: tiny recipes on a tiny toy set, so end-to-end runs take seconds on a CPU."""
+"""Fixtures: tiny recipes on a tiny toy set, so end-to-end runs take seconds on a CPU (helpers: tests/helpers.py)."""
 
 from __future__ import annotations
 
-import os
+import logging
 import textwrap
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-TRAIN_PY = REPO / "rsb_composer" / "train.py"
-
-# One toy set for the whole suite (shared through the toy_dir fixture): 4 classes, 16 + 6 images each, 40 px.
-TINY_TOY = "{num_classes: 4, train_per_class: 16, val_per_class: 6, image_size: 40}"
-
-TINY_RECIPE = """\
-max_duration: 2ep
-precision: amp_fp16
-progress_bar: false
-seed: 3
-model:
-  arch: resnet18
-data:
-  source: toy
-  path: {toy_dir}
-  toy: {toy}
-  train_resolution: 32
-  eval_resolution: 32
-  batch_size: 8
-  num_workers: 0
-optimizer:
-  lr: 0.2
-scheduler:
-  warmup_epochs: 1
-algorithms:
-  channels_last: {{}}
-  label_smoothing: {{smoothing: 0.1}}
-  mixup: {{alpha: 0.2}}
-  cutmix: {{alpha: 1.0}}
-"""
+from tests.helpers import TINY_RECIPE, TINY_TOY
+from tests.helpers import subprocess_env as make_env
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +33,16 @@ def write_recipe(tmp_path: Path, toy_dir: Path):
 @pytest.fixture
 def subprocess_env() -> dict[str, str]:
     """Environment for launching the trainer: no W&B network, few threads per process."""
-    env = dict(os.environ)
-    env.update({"WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
-    return env
+    return make_env()
+
+
+@pytest.fixture(autouse=True)
+def _detach_run_logging():
+    """A trainer built in this process points the root logger at its run folder and the test's captured stderr;
+    take those handlers off again after each test, so no later test writes into a closed stream."""
+    yield
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_rsb_composer", False):
+            root.removeHandler(handler)
+            handler.close()

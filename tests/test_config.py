@@ -4,7 +4,8 @@ import sys
 import pytest
 
 from rsb_composer.config import ConfigError, load_config
-from tests.conftest import TRAIN_PY
+from rsb_composer.recipe import load_recipe
+from tests.helpers import TRAIN_PY
 
 
 def test_overrides_parse_as_yaml_scalars(write_recipe):
@@ -63,7 +64,7 @@ def test_exponent_without_dot_is_coerced_to_a_number(write_recipe):
 )
 def test_bad_values_are_refused_with_the_key_named(write_recipe, overrides, message):
     with pytest.raises(ConfigError) as err:
-        load_config(write_recipe(), overrides)
+        load_recipe(write_recipe(), overrides)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
 
@@ -82,7 +83,7 @@ def test_imagefolder_val_classes_must_exist_in_train(tmp_path, write_recipe):
             (tmp_path / "imnet" / split / name).mkdir(parents=True)
             (tmp_path / "imnet" / split / name / "x.jpg").write_bytes(b"")
     with pytest.raises(ConfigError, match="val/ has 1 classes that train/ lacks"):
-        load_config(write_recipe(), ["data.source=imagefolder", f"data.path={tmp_path / 'imnet'}"])
+        load_recipe(write_recipe(), ["data.source=imagefolder", f"data.path={tmp_path / 'imnet'}"])
 
 
 def test_empty_imagefolder_is_refused_before_any_data_work(tmp_path, write_recipe):
@@ -90,12 +91,13 @@ def test_empty_imagefolder_is_refused_before_any_data_work(tmp_path, write_recip
     (tmp_path / "imnet" / "val").mkdir()
     overrides = ["data.source=imagefolder", f"data.path={tmp_path / 'imnet'}"]
     with pytest.raises(ConfigError, match="train/ holds no class folders"):
-        load_config(write_recipe(), overrides)
+        load_recipe(write_recipe(), overrides)
     (tmp_path / "imnet" / "train" / "n01440764").mkdir()
     with pytest.raises(ConfigError, match="1 class folders in train/ are empty .first: n01440764."):
-        load_config(write_recipe(), overrides)
+        load_recipe(write_recipe(), overrides)
 
 
+@pytest.mark.slow
 def test_train_script_reports_bad_config_in_one_line_with_exit_code_2(write_recipe, subprocess_env):
     result = subprocess.run(
         [sys.executable, str(TRAIN_PY), str(write_recipe()), "optimizer.lr=-0.1"],

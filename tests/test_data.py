@@ -3,10 +3,11 @@ import pytest
 import torch
 from PIL import Image
 
-from rsb_composer.config import ConfigError, DataConfig, ToyConfig
+from rsb_composer.config import ConfigError, ToyConfig
 from rsb_composer.data.datasets import ImageFolderSplit, SyntheticImages, list_classes
+from rsb_composer.data.pipelines import PIPELINES
 from rsb_composer.data.toy import MARKER, ensure_toy_dataset
-from rsb_composer.data.transforms import eval_resize_size, eval_transform, train_transform
+from rsb_composer.data.transforms import eval_resize_size
 
 SMALL = ToyConfig(num_classes=3, train_per_class=4, val_per_class=2, image_size=32, seed=5)
 
@@ -70,12 +71,12 @@ def test_val_labels_follow_the_train_class_list(tmp_path):
 
 @pytest.mark.parametrize("pipeline", ["fast", "reference"])
 def test_train_and_eval_transforms_shapes_and_resize_rule(pipeline):
-    cfg = DataConfig(train_resolution=40, eval_resolution=48, crop_pct=0.75, interpolation="bicubic",
-                     auto_augment="rand-m7-mstd0.5-inc1", pipeline=pipeline)
-    assert eval_resize_size(cfg) == 64
+    assert eval_resize_size(48, 0.75) == 64
+    chosen = PIPELINES.pick(pipeline)
     array = np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8)
     image = array if pipeline == "fast" else Image.fromarray(array)
-    train, out = train_transform(cfg)(image), eval_transform(cfg)(image)
+    train = chosen.train_transform(40, [0.08, 1.0], "bicubic", "rand-m7-mstd0.5-inc1")(image)
+    out = chosen.eval_transform(48, 0.75, "bicubic")(image)
     assert train.shape == (3, 40, 40) and out.shape == (3, 48, 48)
     if pipeline == "fast":  # uint8, normalised later on the device
         assert train.dtype == out.dtype == torch.uint8

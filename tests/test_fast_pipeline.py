@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from rsb_composer.config import DataConfig
-from rsb_composer.data import decode, randaugment
+from rsb_composer.data import array_ops, decode, randaugment
 from rsb_composer.data.datasets import BAD_IMAGE_ERRORS
 from rsb_composer.data.normalization import IMAGENET_MEAN, IMAGENET_STD, ChannelsLastCollate, DeviceNormalize
 from rsb_composer.data.toy import draw_example
@@ -109,12 +109,11 @@ def crop_geometry(out: np.ndarray, width: int = 256, height: int = 192) -> tuple
 
 
 def test_crop_boxes_and_flips_follow_the_reference_distribution():
-    cfg = DataConfig(train_resolution=64, interpolation="bicubic", crop_scale=[0.08, 1.0])
     image = coordinate_image()
     torch.manual_seed(0)
     random.seed(0)
-    fast = RandomResizedCropFlip(cfg.train_resolution, cfg.crop_scale, cfg.interpolation)
-    reference = reference_train_transform(cfg)
+    fast = RandomResizedCropFlip(64, [0.08, 1.0], "bicubic")
+    reference = reference_train_transform(64, [0.08, 1.0], "bicubic", None)
     pil = Image.fromarray(image)
     n = 1000
     ours = [crop_geometry(np.asarray(fast(image), dtype=np.float64)) for _ in range(n)]
@@ -132,22 +131,21 @@ def test_crop_boxes_and_flips_follow_the_reference_distribution():
 
 def test_whole_image_resize_matches_the_reference_pixels():
     """With the crop fixed to the whole image, fast and reference differ only by resampling rounding."""
-    cfg = DataConfig(train_resolution=96, interpolation="bicubic", crop_scale=[1.0, 1.0])
+    settings = (96, [1.0, 1.0], "bicubic", None)
     image = photo(256, 192)  # 4:3, so the full-area crop is the whole image in both
     torch.manual_seed(0)  # each may still, rarely, draw a box a pixel short of the whole image
     random.seed(0)
-    fast = np.asarray(fast_train_transform(cfg)(image).permute(1, 2, 0), dtype=np.float64)
-    ref = unnormalize(reference_train_transform(cfg)(Image.fromarray(image)))
+    fast = np.asarray(fast_train_transform(*settings)(image).permute(1, 2, 0), dtype=np.float64)
+    ref = unnormalize(reference_train_transform(*settings)(Image.fromarray(image)))
     error = min(np.abs(fast - ref).mean(), np.abs(fast - ref[:, ::-1]).mean())  # either may have flipped
     assert error < 1.5
 
 
 @pytest.mark.parametrize("interpolation", ["nearest", "bilinear", "bicubic"])
 def test_eval_transform_matches_the_reference_pixels(interpolation):
-    cfg = DataConfig(eval_resolution=96, crop_pct=0.875, interpolation=interpolation)
     image = photo(300, 220)
-    fast = fast_eval_transform(cfg)(image)
-    ref = reference_eval_transform(cfg)(Image.fromarray(image))
+    fast = fast_eval_transform(96, 0.875, interpolation)(image)
+    ref = reference_eval_transform(96, 0.875, interpolation)(Image.fromarray(image))
     assert fast.shape == ref.shape == (3, 96, 96)
     assert np.abs(np.asarray(fast.permute(1, 2, 0), dtype=np.float64) - unnormalize(ref)).mean() < 1.5
 
@@ -161,7 +159,7 @@ def test_opencv_geometric_ops_match_timms_pil_ops(name, level):
 
     array = photo(224, 160)  # not square, so a swapped width and height would show
     kwargs = {"fillcolor": (124, 116, 104), "resample": Image.Resampling.BICUBIC}
-    ours = np.asarray(randaugment.ARRAY_OPS[name](array, level, **kwargs), dtype=np.float64)
+    ours = np.asarray(array_ops.ARRAY_OPS[name](array, level, **kwargs), dtype=np.float64)
     theirs = np.asarray(NAME_TO_OP[name](Image.fromarray(array), level, **dict(kwargs)), dtype=np.float64)
     assert np.abs(ours - theirs).mean() < 2.0  # bicubic kernels differ slightly; a wrong matrix costs 20+
 
@@ -189,7 +187,7 @@ def test_array_tone_ops_equal_timms_pixel_for_pixel(name, args):
     from timm.data.auto_augment import NAME_TO_OP
 
     for array in tone_test_images():
-        ours = randaugment.ARRAY_OPS[name](array.copy(), *args)
+        ours = array_ops.ARRAY_OPS[name](array.copy(), *args)
         theirs = np.asarray(NAME_TO_OP[name](Image.fromarray(array), *args))
         assert ours.dtype == np.uint8 and ours.shape == array.shape
         np.testing.assert_array_equal(ours, theirs, err_msg=f"{name}{args} on a {array.shape} image")
@@ -197,7 +195,7 @@ def test_array_tone_ops_equal_timms_pixel_for_pixel(name, args):
 
 def test_randaugment_output_distribution_matches_timm():
     """Every op on, timm's draws: brightness, contrast and how much of the fill colour shows match timm's."""
-    cfg = DataConfig(train_resolution=64, interpolation="bicubic", auto_augment="rand-m9-mstd0.5-inc1")
+    settings = ("rand-m9-mstd0.5-inc1", 64, "bicubic")
     array = photo(64, 64)
     fill = np.array((124, 116, 104))
 
@@ -210,8 +208,8 @@ def test_randaugment_output_distribution_matches_timm():
             rows.append((out.mean(), out.std(), (np.abs(out - fill).sum(-1) < 3).mean()))
         return np.array(rows)
 
-    ours = stats(randaugment.ArrayRandAugment(cfg), array, seed=1)
-    theirs = stats(randaugment.randaugment(cfg), Image.fromarray(array), seed=2)
+    ours = stats(randaugment.ArrayRandAugment(*settings), array, seed=1)
+    theirs = stats(randaugment.randaugment(*settings), Image.fromarray(array), seed=2)
     for index, what in enumerate(("mean intensity", "contrast", "fill fraction")):
         assert_same_distribution(ours[:, index], theirs[:, index], what)
 
@@ -221,8 +219,7 @@ def test_randaugment_ops_without_an_array_version_run_timms_pil_function():
     PIL; its weighted picks are timm's own."""
     from timm.data.auto_augment import NAME_TO_OP
 
-    cfg = DataConfig(train_resolution=64, interpolation="bicubic", auto_augment="rand-m9-n3-t3aw")
-    transform = randaugment.ArrayRandAugment(cfg)
+    transform = randaugment.ArrayRandAugment("rand-m9-n3-t3aw", 64, "bicubic")
     assert {op.name for op in transform.timm.ops} >= {"Desaturate", "GaussianBlur"}
     assert transform.timm.choice_weights is not None
     array = photo(64, 48)
@@ -238,8 +235,7 @@ def test_randaugment_ops_without_an_array_version_run_timms_pil_function():
 @pytest.mark.parametrize("auto_augment", ["rand-m7-mstd0.5-inc1", "rand-m9-n3-t3aw"])
 def test_fast_train_transform_pickles_for_spawned_workers(auto_augment):
     """Workers started by spawn or forkserver (macOS's default, Linux's from Python 3.14) get it pickled."""
-    cfg = DataConfig(train_resolution=32, interpolation="bicubic", auto_augment=auto_augment)
-    transform = pickle.loads(pickle.dumps(fast_train_transform(cfg)))
+    transform = pickle.loads(pickle.dumps(fast_train_transform(32, [0.08, 1.0], "bicubic", auto_augment)))
     out = transform(photo(64, 48))
     assert out.shape == (3, 32, 32) and out.dtype == torch.uint8
 
@@ -249,8 +245,7 @@ def test_composer_randaugment_inserts_itself_before_the_uint8_conversion():
     from composer.utils import add_vision_dataset_transform
     from torchvision.datasets import VisionDataset
 
-    cfg = DataConfig(train_resolution=48, interpolation="bilinear")
-    dataset = VisionDataset(root=None, transform=fast_train_transform(cfg))
+    dataset = VisionDataset(root=None, transform=fast_train_transform(48, [0.08, 1.0], "bilinear", None))
     add_vision_dataset_transform(dataset, RandAugmentTransform(severity=9, depth=2))
     out = dataset.transform(photo())
     assert out.shape == (3, 48, 48) and out.dtype == torch.uint8
@@ -279,13 +274,13 @@ def test_device_normalize_matches_totensor_and_normalize(channels_last, collate)
 
 
 def test_fast_and_reference_loaders_give_the_same_eval_batches(toy_dir):
-    from rsb_composer.config import Config, ToyConfig
+    from rsb_composer.config import ToyConfig
     from rsb_composer.data import build_loaders
 
     def first_eval_batch(pipeline: str):
         data = DataConfig(source="toy", path=str(toy_dir), toy=ToyConfig(4, 16, 6, 40), eval_resolution=32,
                           batch_size=8, num_workers=0, pipeline=pipeline, interpolation="bicubic")
-        loaders = build_loaders(Config(data=data))
+        loaders = build_loaders(data, seed=0)
         batch = next(iter(loaders.eval))
         return loaders.batch_transform(batch) if loaders.batch_transform else batch
 

@@ -1,10 +1,10 @@
-import math
+"""Optimizers: the registry, parameter groups, the LR scaling rule, and Lion as a one-entry addition."""
 
 import pytest
 import torch
 
-from rsb_composer.config import OptimizerConfig, SchedulerConfig
-from rsb_composer.optim import build_optimizer, build_scheduler, lr_multiplier, scaled_lr
+from rsb_composer.config import ConfigError, OptimizerConfig
+from rsb_composer.optim import OPTIMIZERS, build_optimizer, check_optimizer, scaled_lr
 
 
 @pytest.mark.parametrize(("per_device", "world", "expected"), [(256, 1, 0.5), (256, 2, 1.0), (256, 4, 2.0),
@@ -13,57 +13,6 @@ def test_linear_scaling_rule(per_device, world, expected):
     # The deployment notes' table: 0.5 per 256 images, scaled by the global batch.
     cfg = OptimizerConfig(lr=0.5, reference_batch_size=256)
     assert scaled_lr(cfg, per_device * world) == pytest.approx(expected)
-
-
-def reference_lr(epoch: int, epochs: int, peak: float, warmup: int = 5, start: float = 0.01) -> float:
-    """Independent formula: torchvision's LinearLR(start, total_iters=warmup-1) then CosineAnnealingLR."""
-    if epoch < warmup:
-        return peak * (start + (1 - start) * min(epoch / (warmup - 1), 1.0))
-    return peak * 0.5 * (1 + math.cos(math.pi * (epoch - warmup) / (epochs - warmup)))
-
-
-def test_warmup_matches_the_deployment_notes_table():
-    cfg = SchedulerConfig(warmup_epochs=5, warmup_start_factor=0.01)
-    got = [0.5 * lr_multiplier(e, 600, cfg) for e in range(6)]
-    assert got == pytest.approx([0.005, 0.12875, 0.2525, 0.37625, 0.5, 0.5])
-
-
-def test_cosine_falls_to_zero_at_the_end_and_matches_the_formula():
-    cfg = SchedulerConfig(warmup_epochs=5)
-    for epoch in (5, 50, 100, 300, 500, 599):
-        assert 0.5 * lr_multiplier(epoch, 600, cfg) == pytest.approx(reference_lr(epoch, 600, 0.5))
-    assert lr_multiplier(600, 600, cfg) == pytest.approx(0.0, abs=1e-12)
-    assert lr_multiplier(599, 600, cfg) < 1e-4
-    floor = SchedulerConfig(warmup_epochs=5, min_lr_factor=0.1)
-    assert lr_multiplier(600, 600, floor) == pytest.approx(0.1)
-
-
-def test_scheduler_steps_every_batch_and_hits_the_table_at_epoch_starts():
-    steps_per_epoch = 7
-    model = torch.nn.Linear(2, 2)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    scheduler = build_scheduler(optimizer, SchedulerConfig(warmup_epochs=5), "20ep", steps_per_epoch)
-    seen = []
-    for _ in range(20 * steps_per_epoch):
-        seen.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    starts = seen[::steps_per_epoch]
-    assert starts[:6] == pytest.approx([0.005, 0.12875, 0.2525, 0.37625, 0.5, 0.5])
-    assert starts[10] == pytest.approx(reference_lr(10, 20, 0.5))
-    # Within warmup the LR rises every step, not once per epoch.
-    assert seen[1] > seen[0] and seen[2] > seen[1]
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
-
-
-def test_batch_denominated_duration():
-    model = torch.nn.Linear(2, 2)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-    scheduler = build_scheduler(optimizer, SchedulerConfig(warmup_epochs=0), "30ba", 10)
-    for _ in range(15):
-        optimizer.step()
-        scheduler.step()
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5)  # half way through the cosine
 
 
 def test_no_weight_decay_on_batchnorm_and_bias_when_asked():
@@ -75,3 +24,50 @@ def test_no_weight_decay_on_batchnorm_and_bias_when_asked():
     assert len(no_decay["params"]) == 4  # conv bias, BN weight and bias, linear bias
     single = build_optimizer(model, OptimizerConfig(weight_decay=0.01), lr=0.1)
     assert len(single.param_groups) == 1 and single.param_groups[0]["weight_decay"] == 0.01
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_each_optimizer_keeps_the_state_tensors_its_entry_declares(name):
+    """The registry's state count (what the checkpoint and memory estimates use) is what the optimizer keeps."""
+    model = torch.nn.Linear(8, 4)
+    optimizer = build_optimizer(model, OptimizerConfig(name=name, weight_decay=0.01), lr=0.01)
+    model(torch.randn(16, 8)).square().mean().backward()
+    optimizer.step()
+    for param in model.parameters():
+        same_size = [v for v in optimizer.state[param].values()
+                     if isinstance(v, torch.Tensor) and v.shape == param.shape]
+        assert len(same_size) == OPTIMIZERS[name].state_tensors, (name, list(optimizer.state[param]))
+
+
+def reference_lion(weight, grad, exp_avg, lr, betas, weight_decay):
+    """One Lion step (Chen et al. 2023, Algorithm 2), written out independently of timm."""
+    beta1, beta2 = betas
+    weight = weight * (1 - lr * weight_decay)
+    weight = weight - lr * torch.sign(beta1 * exp_avg + (1 - beta1) * grad)
+    return weight, beta2 * exp_avg + (1 - beta2) * grad
+
+
+def test_lion_from_the_registry_takes_the_papers_steps():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(6, 3, bias=False)
+    optimizer = build_optimizer(model, OptimizerConfig(name="lion", betas=[0.9, 0.99], weight_decay=0.1), lr=1e-3)
+    assert type(optimizer).__name__ == "Lion"
+    weight, exp_avg = model.weight.detach().clone(), torch.zeros_like(model.weight)
+    for _ in range(3):
+        optimizer.zero_grad()
+        model(torch.randn(5, 6)).square().sum().backward()
+        weight, exp_avg = reference_lion(weight, model.weight.grad, exp_avg, 1e-3, (0.9, 0.99), 0.1)
+        optimizer.step()
+        torch.testing.assert_close(model.weight.detach(), weight)
+
+
+def test_betas_left_out_take_each_optimizers_own_default():
+    model = torch.nn.Linear(2, 2)
+    lion = build_optimizer(model, OptimizerConfig(name="lion"), lr=1e-4)
+    lamb = build_optimizer(model, OptimizerConfig(name="lamb"), lr=1e-3)
+    assert lion.param_groups[0]["betas"] == (0.9, 0.99) and lamb.param_groups[0]["betas"] == (0.9, 0.999)
+
+
+def test_an_unknown_optimizer_is_refused_with_the_closest_name():
+    with pytest.raises(ConfigError, match=r"optimizer.name='loin': must be one of .*lion.*; did you mean 'lion'\?"):
+        check_optimizer(OptimizerConfig(name="loin"))

@@ -5,10 +5,9 @@ import pytest
 from torch.utils.data import DataLoader
 
 from callbacks.sampler_epoch import SamplerEpoch
-from rsb_composer.config import DataConfig
 from rsb_composer.data.samplers import steps_per_epoch, train_sampler
 
-REPEAT = DataConfig(repeated_augmentation=3, batch_size=10)
+REPEAT = 3  # repeated_augmentation, as the paper's A1/A2
 
 
 def _epoch(sampler, epoch=0):
@@ -19,7 +18,7 @@ def _epoch(sampler, epoch=0):
 @pytest.mark.parametrize("world", [1, 2, 4, 8])
 def test_repeated_augmentation_keeps_the_epoch_length(world):
     n = 4096
-    plain = train_sampler(range(n), DataConfig(), seed=0, world_size=world, rank=0)
+    plain = train_sampler(range(n), 0, seed=0, world_size=world, rank=0)
     repeated = train_sampler(range(n), REPEAT, seed=0, world_size=world, rank=0)
     assert len(repeated) == len(plain) == n // world
     assert len(_epoch(repeated)) == n // world
@@ -54,7 +53,6 @@ def test_sampler_epoch_callback_advances_non_distributed_samplers():
 
 
 def test_steps_per_epoch_follows_the_sampler():
-    cfg = DataConfig(batch_size=256)
-    assert steps_per_epoch(1_281_167, cfg, world_size=1) == 5004  # ImageNet-1k, batch 256 (the notes' 5004)
-    assert steps_per_epoch(1_281_167, cfg, world_size=8) == 625
-    assert steps_per_epoch(1_281_167, DataConfig(batch_size=256, repeated_augmentation=3), world_size=8) == 625
+    assert steps_per_epoch(1_281_167, 256, 0, world_size=1) == 5004  # ImageNet-1k, batch 256 (the notes' 5004)
+    assert steps_per_epoch(1_281_167, 256, 0, world_size=8) == 625
+    assert steps_per_epoch(1_281_167, 256, REPEAT, world_size=8) == 625

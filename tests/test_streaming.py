@@ -17,9 +17,9 @@ from streaming import StreamingDataset
 
 from rsb_composer.config import ConfigError, ToyConfig
 from rsb_composer.data.datasets import list_classes
-from rsb_composer.data.streaming import StreamingImages
+from rsb_composer.data.streaming import StreamingImages, convert_imagefolder
 from rsb_composer.data.toy import ensure_toy_dataset
-from tests.conftest import TRAIN_PY
+from tests.helpers import COMPOSER, TRAIN_PY, free_port, run
 
 TOY = ToyConfig(num_classes=4, train_per_class=16, val_per_class=6, image_size=40)
 
@@ -28,9 +28,7 @@ TOY = ToyConfig(num_classes=4, train_per_class=16, val_per_class=6, image_size=4
 def shards(tmp_path_factory, toy_dir):
     root = ensure_toy_dataset(TOY, str(toy_dir))
     out = tmp_path_factory.mktemp("mds") / "toy-mds"
-    result = subprocess.run([sys.executable, "-m", "rsb_composer.cli", "convert-mds", str(root), str(out)],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
+    convert_imagefolder(root, out, progress=False)
     return root, out
 
 
@@ -63,6 +61,7 @@ def _open_shards(start, done, remote, local, results):
         results.put(repr(error))
 
 
+@pytest.mark.slow
 def test_runs_starting_together_on_one_node_each_get_their_own_shared_memory(shards, tmp_path):
     # Streaming checks for a free shared-memory name, then creates it: without our node lock, runs starting
     # together collide (FileExistsError), as two tests of this file once did on CI; six do nearly every time.
@@ -85,6 +84,7 @@ def test_runs_starting_together_on_one_node_each_get_their_own_shared_memory(sha
     assert len(set(prefixes)) == n
 
 
+@pytest.mark.slow
 def test_a_cache_in_use_and_one_left_registered_get_a_one_line_error_with_the_fix(shards, tmp_path,
                                                                                   subprocess_env):
     # Streaming refuses a cache another live dataset registered, and one a run killed with SIGKILL during start-up
@@ -117,20 +117,12 @@ def test_a_cache_in_use_and_one_left_registered_get_a_one_line_error_with_the_fi
     assert dataset.size == 64 and dataset[0][1] in range(4)
 
 
-def _run(args, env, cwd, timeout=400):
-    result = subprocess.run(args, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
+@pytest.mark.slow
 def test_training_from_shards_under_composer_n2(shards, write_recipe, tmp_path, subprocess_env):
     _, out = shards
-    with __import__("socket").socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    _run([sys.executable, "-m", "composer.cli.launcher", "-n", "2", "--master_port", str(port), str(TRAIN_PY),
+    run([*COMPOSER, "-n", "2", "--master_port", free_port(), TRAIN_PY,
           str(write_recipe()), "data.source=streaming", f"data.remote={out}", f"data.local={tmp_path / 'cache'}",
-          "max_duration=1ep", "scheduler.warmup_epochs=0"], subprocess_env, tmp_path)
+         "max_duration=1ep", "scheduler.warmup_epochs=0"], subprocess_env, tmp_path, timeout=400)
     run_dir = tmp_path / "runs" / "tiny"
     for rank in (0, 1):
         text = (run_dir / "logs" / f"train_rank{rank}.log").read_text()
@@ -140,6 +132,7 @@ def test_training_from_shards_under_composer_n2(shards, write_recipe, tmp_path, 
     assert (tmp_path / "cache" / "train" / "index.json").exists()  # shards came through the local cache
 
 
+@pytest.mark.slow
 def test_streaming_resumes_mid_epoch_at_the_right_sample(shards, write_recipe, tmp_path, subprocess_env):
     _, out = shards
     recipe = write_recipe()

@@ -1,5 +1,5 @@
-"""Datasets, transforms and loaders; ``build_loaders(config)`` is the entry point."""
+"""Datasets, transforms and loaders; ``build_loaders`` (training) and ``build_eval_loader`` are the entry points."""
 
-from rsb_composer.data.loaders import Loaders, build_loaders
+from rsb_composer.data.loaders import Loaders, build_eval_loader, build_loaders, check_data
 
-__all__ = ["Loaders", "build_loaders"]
+__all__ = ["Loaders", "build_eval_loader", "build_loaders", "check_data"]

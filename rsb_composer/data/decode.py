@@ -3,22 +3,20 @@
 The reference pipeline decodes with PIL into PIL images, as torchvision's ImageFolder does. The fast pipeline
 decodes to an RGB uint8 array (height, width, 3).
 
-simplejpeg (libjpeg-turbo 3) reads and decodes an ImageNet-like JPEG in 0.95 ms where PIL's
-``Image.open(...).convert("RGB")`` takes 1.17 ms (docs/benchmarks.md), and hands back a numpy array that the array
-transforms use without a copy. Whatever it cannot decode (CMYK JPEGs, the PNG files ImageNet has under .JPEG
+simplejpeg (libjpeg-turbo 3) reads and decodes an ImageNet-like JPEG faster than PIL's
+``Image.open(...).convert("RGB")`` (docs/benchmarks.md), and hands back a numpy array that the array transforms
+use without a copy. Whatever it cannot decode (CMYK JPEGs, the PNG files ImageNet has under .JPEG
 names, other formats in an image folder) goes to PIL, so the fast pipeline reads every file the reference one
 reads; a file neither can read raises as PIL does, and the dataset skips it.
 
 Reduced-size decoding (libjpeg's DCT scaling) was measured and left out: it saved nothing over a full
-simplejpeg decode on these images, and at 224 px only about 7% of RandomResizedCrop's crops are large enough
-to allow even a 1/2 reduction.
+simplejpeg decode, and few of RandomResizedCrop's crops are large enough to allow even a 1/2 reduction
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import simplejpeg
@@ -44,17 +42,3 @@ def load_rgb(path: str) -> np.ndarray:
 
 def decode_pil(data: bytes) -> Image.Image:
     return Image.open(io.BytesIO(data)).convert("RGB")
-
-
-def file_loader(pipeline: str) -> Callable[[str], Any]:
-    """What the ImageFolder datasets read files with: RGB arrays (fast) or torchvision's PIL loader."""
-    if pipeline == "fast":
-        return load_rgb
-    from torchvision.datasets.folder import default_loader
-
-    return default_loader
-
-
-def bytes_decoder(pipeline: str) -> Callable[[bytes], Any]:
-    """What the streaming dataset decodes stored JPEG bytes with."""
-    return decode_rgb if pipeline == "fast" else decode_pil

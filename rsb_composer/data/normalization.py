@@ -42,16 +42,15 @@ def normalize_uint8(inputs: torch.Tensor, scale: torch.Tensor, shift: torch.Tens
                     channels_last: bool = False) -> torch.Tensor:
     """A uint8 image batch as float32 ``inputs * scale + shift`` (see :func:`affine`), in one new buffer.
 
-    Converting into one buffer and scaling it in place takes a quarter of the time of
-    ``inputs.float().sub(mean).div(std)`` on a CPU, which allocates (and page-faults) more batch-sized tensors.
+    Converting into one buffer and scaling it in place is much cheaper on a CPU than
+    ``inputs.float().sub(mean).div(std)``, which allocates (and page-faults) more batch-sized tensors.
     """
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     out = torch.empty(inputs.shape, dtype=torch.float32, device=inputs.device, memory_format=memory_format)
     if channels_last and inputs.is_contiguous(memory_format=torch.channels_last):
         # Per-channel constants against channels-last memory broadcast along an inner dimension of 3, which torch
-        # runs a few elements at a time (10.8 ms for 64 images at 160 px on one CPU thread); the same arithmetic
-        # on rows of W pixels x 3 channels, against one row of repeated constants, vectorises (1.6 ms) and gives
-        # the same floats.
+        # runs a few elements at a time; the same arithmetic on rows of W pixels x 3 channels, against one row of
+        # repeated constants, vectorises and gives the same floats (docs/benchmarks.md has both timings).
         n, c, h, w = inputs.shape
         rows = out.permute(0, 2, 3, 1).view(n * h, w * c)
         rows.copy_(inputs.permute(0, 2, 3, 1).reshape(n * h, w * c))

@@ -1,29 +1,15 @@
 """timm's RandAugment (the paper's), built from its config string, and the fast pipeline's version of it.
 
 timm samples the ops, their probabilities and magnitudes; the fast version (:class:`ArrayRandAugment`) keeps
-timm's ops and draws and swaps only the functions that then change the pixels (each op's ``aug_fn``), for
-ones that take and return RGB uint8 arrays, so the augmentation keeps its distribution and the fast pipeline
-passes arrays from step to step (each array <-> PIL round trip costs about 40 us at 160 px):
-
-- rotate, shear, translate: PIL's affine transform takes 2 to 3 ms at 224 px with bicubic interpolation, the
-  largest single cost of the augmentation; OpenCV's ``warpAffine`` with the same matrix, interpolation mode and
-  fill is about 3x faster. Its pixels are close to PIL's, not equal: OpenCV's bicubic kernel is a = -0.75 where
-  PIL's is a = -1, and it blends the fill into the edge pixels PIL leaves hard (mean difference about one level
-  at 160 px; after a 30 degree rotation 14.1% of the pixels are exactly the fill colour, 15.5% in PIL's).
-- every tone and colour op (auto-contrast, equalize, invert, posterize, solarize, solarize-add, colour,
-  brightness, contrast, sharpness) reproduces Pillow's arithmetic (its tables, its float32 blend, the SMOOTH
-  filter's rounding and untouched border; the grey image is Pillow's own conversion), so the result is
-  identical to Pillow's, pixel for pixel, and faster (docs/benchmarks.md has each op's time). Pillow builds
-  each lookup table in Python and ``Image.point`` rounds all 768 entries again in Python (80 us a call at 160
-  px, 39 of them the rounding); here a table is a few numpy operations and one ``cv2.LUT``.
-
-An op without an array version (timm's ``Desaturate`` and ``GaussianBlur`` from its "3a" sets) runs timm's PIL
-function on a PIL copy. tests/test_fast_pipeline.py compares each op with timm's.
+timm's ops and draws and swaps only the functions that then change the pixels (each op's ``aug_fn``) for the
+array versions in :mod:`rsb_composer.data.array_ops`, so the augmentation keeps its distribution and the fast
+pipeline passes arrays from step to step without PIL round trips. An op without an array version (timm's
+``Desaturate`` and ``GaussianBlur`` from its "3a" sets) runs timm's PIL function on a PIL copy.
+tests/test_fast_pipeline.py compares each op with timm's; docs/benchmarks.md has what each costs.
 """
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -31,37 +17,55 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from rsb_composer.config import DataConfig
+from rsb_composer.config import ConfigError
+from rsb_composer.data.array_ops import ARRAY_OPS
 from rsb_composer.data.normalization import IMAGENET_MEAN
 
 if TYPE_CHECKING:
     from timm.data.auto_augment import RandAugment
 
 
-def randaugment(cfg: DataConfig) -> RandAugment:
-    """timm's RandAugment for ``data.auto_augment``, with the hyper-parameters timm's create_transform gives it."""
-    from timm.data.auto_augment import rand_augment_transform
+def randaugment_hparams(resolution: int, interpolation: str) -> dict[str, Any]:
+    """The hyper-parameters timm's create_transform gives RandAugment (translate 45% of the image, the ImageNet
+    mean as fill colour, the train interpolation): the one place they are made, for training and for checks."""
     from timm.data.transforms import str_to_pil_interp
 
-    hparams = {
-        "translate_const": int(cfg.train_resolution * 0.45),
+    return {
+        "translate_const": int(resolution * 0.45),
         "img_mean": tuple(min(255, round(255 * m)) for m in IMAGENET_MEAN),
-        "interpolation": str_to_pil_interp(cfg.interpolation),
+        "interpolation": str_to_pil_interp(interpolation),
     }
-    return rand_augment_transform(cfg.auto_augment, hparams)
+
+
+def randaugment(spec: str, resolution: int, interpolation: str) -> RandAugment:
+    """timm's RandAugment for the config string ``spec`` (``data.auto_augment``), as create_transform builds it."""
+    from timm.data.auto_augment import rand_augment_transform
+
+    return rand_augment_transform(spec, randaugment_hparams(resolution, interpolation))
+
+
+def check_auto_augment(spec: str, resolution: int, interpolation: str) -> None:
+    """Refuse a ``data.auto_augment`` string timm cannot build, in one line."""
+    if not spec.startswith("rand"):
+        raise ConfigError(f"data.auto_augment={spec!r}: expected a timm RandAugment string such as "
+                          "rand-m7-mstd0.5-inc1")
+    try:
+        randaugment(spec, resolution, interpolation)
+    except (AssertionError, ValueError, KeyError, IndexError) as err:
+        raise ConfigError(f"data.auto_augment={spec!r}: not a valid timm RandAugment string ({err})") from None
 
 
 class ArrayRandAugment:
     """timm's RandAugment on (H, W, 3) uint8 arrays: timm's ops, probabilities and magnitudes, array functions.
 
-    timm picks the ops with ``np.random.choice`` (22 us a call); uniform picks with replacement, what timm does
-    without weights, are drawn with Python's ``random.choices`` instead (1 us), weighted ones as timm does.
+    timm picks the ops with ``np.random.choice``, slow for one small draw; uniform picks with replacement, what
+    timm does without weights, are drawn with Python's ``random.choices`` instead, weighted ones as timm does.
     """
 
     takes_arrays = True  # see transforms.ArrayCompose
 
-    def __init__(self, cfg: DataConfig):
-        self.timm = randaugment(cfg)
+    def __init__(self, spec: str, resolution: int, interpolation: str):
+        self.timm = randaugment(spec, resolution, interpolation)
         for op in self.timm.ops:
             op.aug_fn = ARRAY_OPS.get(op.name) or ViaPIL(op.aug_fn)
 
@@ -88,206 +92,3 @@ class ViaPIL:
 
     def __call__(self, array: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
         return np.array(self.aug_fn(Image.fromarray(array), *args, **kwargs))
-
-
-_cv2_module = None
-
-
-def _cv2() -> Any:
-    global _cv2_module
-    if _cv2_module is None:
-        import cv2
-
-        # One thread: the pipeline runs in DataLoader workers, one per core already.
-        cv2.setNumThreads(1)
-        _cv2_module = cv2
-    return _cv2_module
-
-
-def _cv2_interpolation(resample: Any) -> int:
-    cv2 = _cv2()
-    if isinstance(resample, (list, tuple)):  # timm's "random" interpolation: one of them per call, as timm does
-        resample = random.choice(resample)
-    return {Image.Resampling.NEAREST: cv2.INTER_NEAREST, Image.Resampling.BILINEAR: cv2.INTER_LINEAR,
-            Image.Resampling.BICUBIC: cv2.INTER_CUBIC}[Image.Resampling(resample)]
-
-
-def warp_affine(array: np.ndarray, matrix: tuple[float, ...], fillcolor: Any = None,
-                resample: Any = Image.Resampling.BICUBIC) -> np.ndarray:
-    """PIL's ``img.transform(img.size, Image.AFFINE, matrix, resample, fillcolor)`` done by OpenCV.
-
-    PIL maps the centre of output pixel (x, y), at (x + 0.5, y + 0.5), through ``matrix`` to input coordinates
-    and samples there; OpenCV puts pixel centres on integers, hence the half-pixel shifts.
-    """
-    cv2 = _cv2()
-    a, b, c, d, e, f = matrix
-    inverse_map = np.array([[a, b, c + 0.5 * (a + b) - 0.5], [d, e, f + 0.5 * (d + e) - 0.5]], dtype=np.float64)
-    if fillcolor is None:
-        fill: tuple[int, ...] = (0, 0, 0)
-    elif isinstance(fillcolor, int):
-        fill = (fillcolor,) * 3
-    else:
-        fill = tuple(fillcolor)
-    return cv2.warpAffine(array, inverse_map, (array.shape[1], array.shape[0]),
-                          flags=_cv2_interpolation(resample) | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
-
-
-# Each takes timm's level argument and keyword arguments (fillcolor, resample) and builds the same matrix or
-# table as timm's function of the same name (timm/data/auto_augment.py) and the Pillow 11 code it calls.
-def shear_x(array: np.ndarray, factor: float, **kwargs: Any) -> np.ndarray:
-    return warp_affine(array, (1, factor, 0, 0, 1, 0), **kwargs)
-
-
-def shear_y(array: np.ndarray, factor: float, **kwargs: Any) -> np.ndarray:
-    return warp_affine(array, (1, 0, 0, factor, 1, 0), **kwargs)
-
-
-def translate_x_rel(array: np.ndarray, pct: float, **kwargs: Any) -> np.ndarray:
-    return warp_affine(array, (1, 0, pct * array.shape[1], 0, 1, 0), **kwargs)
-
-
-def translate_y_rel(array: np.ndarray, pct: float, **kwargs: Any) -> np.ndarray:
-    return warp_affine(array, (1, 0, 0, 0, 1, pct * array.shape[0]), **kwargs)
-
-
-def translate_x_abs(array: np.ndarray, pixels: float, **kwargs: Any) -> np.ndarray:
-    return warp_affine(array, (1, 0, pixels, 0, 1, 0), **kwargs)
-
-
-def translate_y_abs(array: np.ndarray, pixels: float, **kwargs: Any) -> np.ndarray:
-    return warp_affine(array, (1, 0, 0, 0, 1, pixels), **kwargs)
-
-
-def rotate(array: np.ndarray, degrees: float, **kwargs: Any) -> np.ndarray:
-    """PIL's ``img.rotate(degrees)``: counter-clockwise about the image centre, same size."""
-    h, w = array.shape[:2]
-    angle = -math.radians(degrees)
-    a, b, d, e = math.cos(angle), math.sin(angle), -math.sin(angle), math.cos(angle)
-    cx, cy = w / 2.0, h / 2.0
-    return warp_affine(array, (a, b, cx - (a * cx + b * cy), d, e, cy - (d * cx + e * cy)), **kwargs)
-
-
-_VALUES = np.arange(256)
-SMOOTH_KERNEL = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], dtype=np.float32)  # ImageFilter.SMOOTH, over 13
-
-
-def _apply_table(array: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """``Image.point``: a (256,) table for every channel, or a (256, 1, 3) table, one column per channel."""
-    return _cv2().LUT(array, table.astype(np.uint8, copy=False))
-
-
-def _blend(degenerate: np.ndarray, image: np.ndarray, factor: float) -> np.ndarray:
-    """Pillow's ``Image.blend(degenerate, image, factor)``: float32 arithmetic, clipped, truncated (Blend.c)."""
-    base = degenerate.astype(np.float32)
-    out = base + np.float32(factor) * (image.astype(np.float32) - base)
-    return np.clip(out, 0, 255).astype(np.uint8)
-
-
-def _histograms(array: np.ndarray) -> np.ndarray:
-    """``Image.histogram()`` as a (3, 256) array: one row per channel."""
-    cv2 = _cv2()
-    return np.stack([cv2.calcHist([array], [channel], None, [256], [0, 256]).reshape(256)
-                     for channel in range(3)]).astype(np.int64)
-
-
-def auto_contrast(array: np.ndarray, **_: Any) -> np.ndarray:
-    """``ImageOps.autocontrast``: each channel's lowest..highest value stretched to 0..255."""
-    table = np.empty((256, 1, 3), np.int64)
-    # OpenCV's per-plane min/max: 16 us at 160 px, numpy's min/max over two axes 780
-    for channel, plane in enumerate(_cv2().split(array)):
-        low, high = _cv2().minMaxLoc(plane)[:2]
-        lo, hi = int(low), int(high)
-        if hi <= lo:
-            table[:, 0, channel] = _VALUES
-        else:
-            scale = 255.0 / (hi - lo)
-            table[:, 0, channel] = np.clip(np.trunc(_VALUES * scale + (-lo * scale)), 0, 255)
-    return _apply_table(array, table)
-
-
-def equalize(array: np.ndarray, **_: Any) -> np.ndarray:
-    """``ImageOps.equalize``: each channel's histogram flattened, with Pillow's integer steps."""
-    table = np.empty((256, 1, 3), np.int64)
-    for channel, hist in enumerate(_histograms(array)):
-        used = hist[hist > 0]
-        step = (int(used.sum()) - int(used[-1])) // 255 if len(used) > 1 else 0
-        if not step:
-            table[:, 0, channel] = _VALUES
-        else:
-            before = np.concatenate(([0], np.cumsum(hist)[:-1]))  # pixels below each value
-            table[:, 0, channel] = (step // 2 + before) // step
-    return _apply_table(array, np.clip(table, 0, 255))
-
-
-def invert(array: np.ndarray, **_: Any) -> np.ndarray:
-    return 255 - array
-
-
-def posterize(array: np.ndarray, bits_to_keep: int, **_: Any) -> np.ndarray:
-    if bits_to_keep >= 8:
-        return array
-    return np.bitwise_and(array, np.uint8(~(2 ** (8 - bits_to_keep) - 1) & 0xFF))
-
-
-def solarize(array: np.ndarray, thresh: int, **_: Any) -> np.ndarray:
-    return _apply_table(array, np.where(thresh > _VALUES, _VALUES, 255 - _VALUES))
-
-
-def solarize_add(array: np.ndarray, add: int, thresh: int = 128, **_: Any) -> np.ndarray:
-    return _apply_table(array, np.where(thresh > _VALUES, np.minimum(255, _VALUES + add), _VALUES))
-
-
-def color(array: np.ndarray, factor: float, **_: Any) -> np.ndarray:
-    """``ImageEnhance.Color``: a blend with the image's grey version, converted to L and back by Pillow, as there
-    (exact by construction, and faster than the same sums in numpy)."""
-    return _blend(np.asarray(Image.fromarray(array).convert("L").convert("RGB")), array, factor)
-
-
-def brightness(array: np.ndarray, factor: float, **_: Any) -> np.ndarray:
-    """``ImageEnhance.Brightness``: a blend with black, so one table for every pixel."""
-    return _apply_table(array, _blend(np.zeros(256, np.uint8), _VALUES, factor))
-
-
-def contrast(array: np.ndarray, factor: float, **_: Any) -> np.ndarray:
-    """``ImageEnhance.Contrast``: a blend with the mean grey level (ImageStat's mean of the L image, rounded)."""
-    hist = Image.fromarray(array).convert("L").histogram()
-    mean = int(float(np.dot(_VALUES, hist)) / sum(hist) + 0.5)
-    return _apply_table(array, _blend(np.full(256, mean, np.uint8), _VALUES, factor))
-
-
-def sharpness(array: np.ndarray, factor: float, **_: Any) -> np.ndarray:
-    """``ImageEnhance.Sharpness``: a blend with ``ImageFilter.SMOOTH``, whose sums Pillow divides by 13 and rounds,
-    leaving the outermost pixels as they are."""
-    sums = _cv2().filter2D(array, _cv2().CV_16S, SMOOTH_KERNEL)  # exact: at most 13 x 255
-    smooth = array.copy()
-    smooth[1:-1, 1:-1] = (sums[1:-1, 1:-1] + 6) // 13
-    return _blend(smooth, array, factor)
-
-
-ARRAY_OPS: dict[str, Callable[..., np.ndarray]] = {
-    "AutoContrast": auto_contrast,
-    "Equalize": equalize,
-    "Invert": invert,
-    "Rotate": rotate,
-    "Posterize": posterize,
-    "PosterizeIncreasing": posterize,
-    "PosterizeOriginal": posterize,
-    "Solarize": solarize,
-    "SolarizeIncreasing": solarize,
-    "SolarizeAdd": solarize_add,
-    "Color": color,
-    "ColorIncreasing": color,
-    "Contrast": contrast,
-    "ContrastIncreasing": contrast,
-    "Brightness": brightness,
-    "BrightnessIncreasing": brightness,
-    "Sharpness": sharpness,
-    "SharpnessIncreasing": sharpness,
-    "ShearX": shear_x,
-    "ShearY": shear_y,
-    "TranslateX": translate_x_abs,
-    "TranslateY": translate_y_abs,
-    "TranslateXRel": translate_x_rel,
-    "TranslateYRel": translate_y_rel,
-}

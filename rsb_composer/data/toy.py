@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from rsb_composer.config import ConfigError, ToyConfig
+from rsb_composer.config import ConfigError, ToyConfig, check, check_choice
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,19 @@ CLASS_NAMES = (
 )
 FORMAT_VERSION = 1  # bump when the drawing changes, so cached folders are regenerated
 MARKER = "toy.json"
+TEXTURES = ("smooth", "fractal")
+
+
+def check_toy(cfg: ToyConfig) -> None:
+    check(2 <= cfg.num_classes <= len(CLASS_NAMES), "data.toy.num_classes", cfg.num_classes,
+          f"the toy set has 2 to {len(CLASS_NAMES)} classes")
+    check(cfg.train_per_class >= 1, "data.toy.train_per_class", cfg.train_per_class, "must be at least 1")
+    check(cfg.val_per_class >= 1, "data.toy.val_per_class", cfg.val_per_class, "must be at least 1")
+    check(cfg.image_size >= 16, "data.toy.image_size", cfg.image_size, "must be at least 16 pixels")
+    if cfg.max_image_size is not None:
+        check(cfg.max_image_size >= cfg.image_size, "data.toy.max_image_size", cfg.max_image_size,
+              f"must be at least data.toy.image_size={cfg.image_size}")
+    check_choice("data.toy.texture", cfg.texture, TEXTURES)
 
 
 def default_cache_root() -> Path:
@@ -167,8 +180,8 @@ def _texture(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
 
 def _fractal(width: int, height: int, rng: np.random.Generator, decay: float = 0.9) -> np.ndarray:
     """Noise at every scale from the whole image down to single pixels (octaves of upsampled random grids),
-    each octave a little weaker than the last: close to the 1/f spectrum of photographs. At JPEG quality 90 a
-    500 x 400 image comes to about 110 KB, ImageNet's average file size, so it costs a decoder what a photo does.
+    each octave a little weaker than the last: close to the 1/f spectrum of photographs, so at JPEG quality 90
+    its files come to about ImageNet's size (docs/benchmarks.md) and cost a decoder what a photo does.
     """
     import torch
     import torch.nn.functional as F

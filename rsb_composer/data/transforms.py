@@ -25,7 +25,6 @@ from timm.data.transforms import RandomResizedCropAndInterpolation
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
-from rsb_composer.config import DataConfig
 from rsb_composer.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from rsb_composer.data.randaugment import ArrayRandAugment
 
@@ -39,32 +38,33 @@ TORCH_MODE = {"nearest": "nearest-exact", "bilinear": "bilinear", "bicubic": "bi
 CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)  # RandomResizedCrop's aspect-ratio range, torchvision's and timm's default
 
 
-def eval_resize_size(cfg: DataConfig) -> int:
-    """The short side images are resized to before the centre crop: floor(eval_resolution / crop_pct), as timm.
+def eval_resize_size(resolution: int, crop_pct: float) -> int:
+    """The short side images are resized to before the centre crop: floor(resolution / crop_pct), as timm.
 
     The epsilon keeps a crop_pct written as a rounded ratio (224/232 = 0.9655172) from flooring to 231.
     """
-    return math.floor(cfg.eval_resolution / cfg.crop_pct + 1e-6)
+    return math.floor(resolution / crop_pct + 1e-6)
 
 
 # --- reference ---------------------------------------------------------------------------------------------
 
-def reference_train_transform(cfg: DataConfig) -> T.Compose:
+def reference_train_transform(resolution: int, crop_scale: Sequence[float], interpolation: str,
+                              auto_augment: str | None) -> T.Compose:
     """timm's create_transform for these settings: RandomResizedCrop, flip, RandAugment, ToTensor, Normalize."""
     from timm.data import create_transform
 
     return create_transform(
-        cfg.train_resolution, is_training=True, scale=tuple(cfg.crop_scale), ratio=CROP_RATIO,
-        interpolation=cfg.interpolation, auto_augment=cfg.auto_augment,
+        resolution, is_training=True, scale=tuple(crop_scale), ratio=CROP_RATIO,
+        interpolation=interpolation, auto_augment=auto_augment,
         color_jitter=None,  # the recipes have no colour jitter (timm's default would add 0.4)
         mean=IMAGENET_MEAN, std=IMAGENET_STD,
     )
 
 
-def reference_eval_transform(cfg: DataConfig) -> T.Compose:
+def reference_eval_transform(resolution: int, crop_pct: float, interpolation: str) -> T.Compose:
     return T.Compose([
-        T.Resize(eval_resize_size(cfg), interpolation=INTERPOLATION[cfg.interpolation], antialias=True),
-        T.CenterCrop(cfg.eval_resolution),
+        T.Resize(eval_resize_size(resolution, crop_pct), interpolation=INTERPOLATION[interpolation], antialias=True),
+        T.CenterCrop(resolution),
         T.ToTensor(),
         T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
     ])
@@ -94,8 +94,8 @@ class RandomResizedCropFlip:
     """RandomResizedCrop then a horizontal flip, from an RGB array to an RGB array.
 
     The crop box is drawn by the reference's own sampler, timm's ``RandomResizedCropAndInterpolation.get_params``
-    (Python's ``random``: 4 us a draw, where torchvision's, the same distribution through torch tensors, takes 30),
-    and the flip with torch's RNG, as torchvision's RandomHorizontalFlip in the reference does; the
+    (Python's ``random``, far cheaper than torchvision's draw of the same distribution through torch tensors;
+    docs/benchmarks.md), and the flip with torch's RNG, as torchvision's RandomHorizontalFlip in the reference does; the
     resize kernel is torch's antialiased uint8 one, close to PIL's.
     """
 
@@ -111,7 +111,8 @@ class RandomResizedCropFlip:
         image = _chw(array)
         top, left, height, width = RandomResizedCropAndInterpolation.get_params(image, self.scale, CROP_RATIO)
         # A channels-last copy of the crop in, a channels-last result out: torch's fastest uint8 antialiased
-        # kernel (half the time of resizing the view), and (H, W, 3) memory without another copy.
+        # kernel (faster than resizing the strided view, docs/benchmarks.md), and (H, W, 3) memory without
+        # another copy.
         crop = image[None, :, top:top + height, left:left + width].contiguous(memory_format=torch.channels_last)
         out = torch.nn.functional.interpolate(crop, size=self.size, mode=self.mode,
                                               antialias=self.mode != "nearest-exact")[0]
@@ -162,21 +163,14 @@ class ResizeCenterCrop:
         return out[:, top:top + self.crop, left:left + self.crop]
 
 
-def fast_train_transform(cfg: DataConfig) -> ArrayCompose:
-    steps: list[Callable] = [RandomResizedCropFlip(cfg.train_resolution, cfg.crop_scale, cfg.interpolation)]
-    if cfg.auto_augment:
-        steps.append(ArrayRandAugment(cfg))
+def fast_train_transform(resolution: int, crop_scale: Sequence[float], interpolation: str,
+                         auto_augment: str | None) -> ArrayCompose:
+    steps: list[Callable] = [RandomResizedCropFlip(resolution, crop_scale, interpolation)]
+    if auto_augment:
+        steps.append(ArrayRandAugment(auto_augment, resolution, interpolation))
     steps.append(ToUint8Tensor())
     return ArrayCompose(steps)
 
 
-def fast_eval_transform(cfg: DataConfig) -> Callable:
-    return ResizeCenterCrop(eval_resize_size(cfg), cfg.eval_resolution, cfg.interpolation)
-
-
-def train_transform(cfg: DataConfig) -> Callable:
-    return fast_train_transform(cfg) if cfg.pipeline == "fast" else reference_train_transform(cfg)
-
-
-def eval_transform(cfg: DataConfig) -> Callable:
-    return fast_eval_transform(cfg) if cfg.pipeline == "fast" else reference_eval_transform(cfg)
+def fast_eval_transform(resolution: int, crop_pct: float, interpolation: str) -> Callable:
+    return ResizeCenterCrop(eval_resize_size(resolution, crop_pct), resolution, interpolation)

@@ -1,4 +1,4 @@
-"""Reading Composer checkpoints outside the trainer: evaluation and export to a plain torchvision state_dict.
+"""Reading Composer checkpoints without running their code: for evaluation, export and warm starts.
 
 Loading never runs pickled code by default: ``torch.load(weights_only=True)`` with an allow-list of exactly the
 non-tensor types a Composer checkpoint holds (numpy RNG state, a timedelta, the torch version). A file that
@@ -8,7 +8,6 @@ needs anything else is refused unless the user vouches for it with ``--trust-che
 from __future__ import annotations
 
 import datetime
-import logging
 import pickle
 import re
 import zipfile
@@ -17,16 +16,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchvision
 from torch.torch_version import TorchVersion
 
 from rsb_composer.config import ConfigError
-
-log = logging.getLogger(__name__)
-
-RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
-           "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2")
-
 
 # numpy's RNG state pickles as arrays with their dtype classes (numpy.dtypes.UInt32DType, ...).
 _multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray  # numpy 2 / 1
@@ -86,33 +78,15 @@ def model_weights(checkpoint: dict[str, Any], prefer_ema: bool = True) -> tuple[
     return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in weights.items()}, is_ema
 
 
-def to_torchvision(weights: dict[str, torch.Tensor], arch: str | None = None) -> tuple[str, int]:
-    """Find the torchvision ResNet these weights load into strictly; (arch, num_classes) or a clear error."""
-    if "fc.weight" not in weights:
-        raise ConfigError("the checkpoint holds no ResNet classifier (no fc.weight)")
-    num_classes = int(weights["fc.weight"].shape[0])
-    surgery = sorted({k.split(".")[-1] for k in weights if k.endswith(("filt2d", "blur_filter"))})
-    if surgery:
-        raise ConfigError("the network was changed by BlurPool (blur filters inside), so it is not a plain "
-                          "torchvision ResNet; evaluate it with `rsb-composer eval` instead")
-    for candidate in ([arch] if arch else RESNETS):
-        model = torchvision.models.get_model(candidate, weights=None, num_classes=num_classes)
-        try:
-            model.load_state_dict(weights, strict=True)
-        except RuntimeError:
-            continue
-        return candidate, num_classes
-    raise ConfigError(f"the weights match no torchvision ResNet ({arch or ', '.join(RESNETS)})")
-
-
-def export_checkpoint(checkpoint_path: str | Path, out_path: str | Path, arch: str | None = None,
-                      use_ema: bool = True, trust: bool = False) -> tuple[str, int, bool]:
-    """Write the checkpoint's network as a plain torchvision state_dict; returns (arch, num_classes, is_ema)."""
-    weights, is_ema = model_weights(load_checkpoint_file(checkpoint_path, trust=trust), prefer_ema=use_ema)
-    arch, num_classes = to_torchvision(weights, arch)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    torch.save({k: v.contiguous() for k, v in weights.items()}, tmp)
-    tmp.replace(out_path)
-    return arch, num_classes, is_ema
+def load_network(module: torch.nn.Module, weights: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Load ``weights`` into ``module`` exactly (every key, every shape), or say in one line what differs."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    reshaped = [k for k in own if k in weights and weights[k].shape != own[k].shape]
+    if missing or unexpected or reshaped:
+        found = [f"{len(keys)} {what} (first: {keys[0]})" for keys, what in
+                 ((missing, "missing"), (unexpected, "unexpected"), (reshaped, "of another shape")) if keys]
+        raise ConfigError(f"{source}: its network is not the recipe's ({', '.join(found)}); use the recipe "
+                          "(model.arch, algorithms) it was trained with")
+    module.load_state_dict(weights, strict=True)

@@ -12,7 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rsb_composer.config import Config, ConfigError, load_config
+from rsb_composer.algorithms import channels_last_on
+from rsb_composer.config import Config, ConfigError
+from rsb_composer.recipe import load_recipe
 
 OK, WARN, FAIL = "ok", "!!", "FAIL"
 
@@ -26,19 +28,19 @@ class Check:
 
 def _config(path: str, overrides: Sequence[str]) -> tuple[Config | None, Check]:
     try:
-        config = load_config(path, overrides, check_paths=False)
+        config = load_recipe(path, overrides, check_paths=False)
     except ConfigError as err:
         return None, Check(FAIL, "configuration", str(err))
     return config, Check(OK, "configuration", f"{path} is valid ({config.run_name}, {config.max_duration})")
 
 
 def _data(config: Config, world_size: int) -> tuple[object | None, Check]:
-    from rsb_composer.config import validate
-    from rsb_composer.data import build_loaders
+    from rsb_composer.data import build_loaders, check_data
 
     try:
-        validate(config, check_paths=True)
-        loaders = build_loaders(config)
+        check_data(config.data, config.model.num_classes, check_paths=True)
+        loaders = build_loaders(config.data, config.seed, config.model.num_classes,
+                                channels_last=channels_last_on(config.algorithms))
     except ConfigError as err:
         return None, Check(FAIL, "data readable", str(err))
     train, val = loaders.train.dataset, loaders.eval.dataset
@@ -57,7 +59,7 @@ def _data(config: Config, world_size: int) -> tuple[object | None, Check]:
 
 
 def _loader_speed(loaders, batches: int) -> tuple[float | None, Check]:
-    from rsb_composer.benchmark import measure_loader
+    from rsb_composer.data.throughput import measure_loader
 
     try:
         speed = measure_loader(loaders.train, batches, loaders.batch_transform)
@@ -100,12 +102,14 @@ def _wandb(config: Config) -> Check:
 
 
 def checkpoint_bytes(config: Config, num_classes: int) -> int:
-    """One Composer checkpoint: weights plus optimizer state (momentum, or LAMB/Adam's two moments), fp32."""
+    """One Composer checkpoint: weights plus the optimizer's state tensors (its registry entry says how many), fp32."""
     import torchvision
+
+    from rsb_composer.optim import OPTIMIZERS
 
     model = torchvision.models.get_model(config.model.arch, weights=None, num_classes=num_classes)
     params = sum(p.numel() for p in model.parameters())
-    states = {"sgd": 1, "decoupled_sgdw": 1, "lamb": 2, "adamw": 2}.get(config.optimizer.name, 2)
+    states = OPTIMIZERS.pick(config.optimizer.name).state_tensors
     return params * 4 * (1 + states)
 
 
@@ -122,13 +126,13 @@ def _disk(config: Config, num_classes: int) -> Check:
 
 
 def _estimate(config: Config, world_size: int, images: int, speed: float | None) -> Check:
-    from callbacks.metrics_table import format_duration
     from rsb_composer.data.samplers import steps_per_epoch
-    from rsb_composer.optim import total_epochs
+    from rsb_composer.run_folder import format_duration
+    from rsb_composer.schedules import total_epochs
 
     if not speed:
         return Check(WARN, "time estimate", "no loader speed measured")
-    steps = steps_per_epoch(images, config.data, world_size)
+    steps = steps_per_epoch(images, config.data.batch_size, config.data.repeated_augmentation, world_size)
     epoch_seconds = steps * config.data.batch_size / speed  # every rank reads its shard in parallel
     epochs = total_epochs(config.max_duration, max(steps, 1))
     return Check(OK, "time estimate", f"data-bound: an epoch ({steps} steps) takes at least "

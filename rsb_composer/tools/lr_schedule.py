@@ -8,7 +8,8 @@ from pathlib import Path
 
 from rsb_composer.config import Config
 from rsb_composer.data.samplers import steps_per_epoch as sampler_steps
-from rsb_composer.optim import lr_multiplier, scaled_lr, total_epochs
+from rsb_composer.optim import scaled_lr
+from rsb_composer.schedules import lr_multiplier, total_epochs
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ def lr_schedule_report(config: Config, world_size: int, steps_per_epoch: int | N
     peak = scaled_lr(config.optimizer, global_batch)
     if steps_per_epoch is None:
         images, source = count_train_images(config)
-        steps_per_epoch = max(1, sampler_steps(images, config.data, world_size))
+        steps_per_epoch = max(1, sampler_steps(images, config.data.batch_size, config.data.repeated_augmentation,
+                                               world_size))
         origin = f"{images} train images ({source})"
     else:
         origin = "--steps-per-epoch"

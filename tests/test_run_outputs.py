@@ -1,21 +1,17 @@
-"""Metric keys in every destination, W&B offline and resumed, plots, top-k checkpoints, eval and export."""
+"""What a run leaves behind and what reads it back: the metric keys in every destination (console, log,
+metrics.csv, W&B offline across a resume), plots, top-k checkpoints, and eval and export of the checkpoint."""
 
 import csv
 import glob
-import subprocess
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
 
-import callbacks.top_k as top_k
-from callbacks.metrics_table import METRIC_KEYS
-from callbacks.top_k import TopKCheckpoints, kept_checkpoints
+from callbacks.top_k import kept_checkpoints
 from rsb_composer.config import load_config
-from rsb_composer.run_loggers import wandb_offline_reason
-from tests.conftest import TRAIN_PY
+from rsb_composer.run_folder import METRIC_KEYS
+from tests.helpers import TRAIN_PY, cli, run
 
 EMA = "algorithms.ema={half_life: 4ba, update_interval: 1ba}"
 
@@ -50,12 +46,7 @@ def _wandb_records(run_dir):
     return runs
 
 
-def _run(args, env, cwd):
-    result = subprocess.run(args, capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
+@pytest.mark.slow
 def test_metrics_everywhere_wandb_offline_resume_plots_eval_and_export(write_recipe, tmp_path, subprocess_env):
     recipe = write_recipe()
     run_dir = tmp_path / "runs" / "tiny"
@@ -64,9 +55,9 @@ def test_metrics_everywhere_wandb_offline_resume_plots_eval_and_export(write_rec
     common = [EMA, "loggers.wandb.project=rsb-test", "loggers.wandb.tags=[ci]", "checkpoints.keep_top_k=1",
               "scheduler.warmup_epochs=0"]
     # A fresh run with autoresume and W&B on (Composer 0.32.1 alone crashes here).
-    first = _run([sys.executable, str(TRAIN_PY), str(recipe), *common, "max_duration=1ep"], env, tmp_path)
+    first = run([sys.executable, TRAIN_PY, recipe, *common, "max_duration=1ep"], env, tmp_path)
     assert first.stderr.count("W&B: logging offline") == 1
-    _run([sys.executable, str(TRAIN_PY), str(recipe), *common, "max_duration=2ep"], env, tmp_path)
+    run([sys.executable, TRAIN_PY, recipe, *common, "max_duration=2ep"], env, tmp_path)
 
     with open(run_dir / "metrics.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -98,15 +89,14 @@ def test_metrics_everywhere_wandb_offline_resume_plots_eval_and_export(write_rec
 
     # eval on the latest checkpoint reproduces the last evaluation (EMA weights, as during training) ...
     latest = run_dir / "checkpoints" / "latest-rank0.pt"
-    cli = [sys.executable, "-m", "rsb_composer.cli"]
-    out = _run([*cli, "eval", str(recipe), str(latest), EMA], env, tmp_path).stdout
+    out = cli("eval", recipe, latest, EMA, env=env, cwd=tmp_path).stdout
     printed = dict(item.split("=") for item in out.split())
     for key in ("val/loss", "val/acc1", "val/acc5"):
         assert float(printed[key]) == pytest.approx(float(rows[-1][key]), abs=1e-3)
 
     # ... and the exported torchvision weights give the same val/acc1 in plain PyTorch.
     exported = tmp_path / "resnet18.pth"
-    note = _run([*cli, "export", str(latest), str(exported)], env, tmp_path).stdout
+    note = cli("export", latest, exported, env=env, cwd=tmp_path).stdout
     assert "resnet18 EMA weights, 4 classes" in note
     # Plain torchvision in a fresh interpreter, the val folder read by torchvision's own ImageFolder, and the
     # eval transform written out by hand (resize floor(32 / 0.875) = 36, centre crop 32).
@@ -123,49 +113,5 @@ with torch.no_grad():
     correct = sum(int(model(x[None]).argmax()) == y for x, y in val)
 print(correct / len(val))
 """
-    acc1 = float(_run([sys.executable, "-c", script], env, tmp_path).stdout.strip())
+    acc1 = float(run([sys.executable, "-c", script], env, tmp_path).stdout.strip())
     assert acc1 == pytest.approx(float(printed["val/acc1"]), abs=1e-5)
-
-
-def test_top_k_keeps_the_best_files_through_improving_and_worsening_evaluations(tmp_path, monkeypatch):
-    def fake_save(state, filename):  # Composer's save_checkpoint, minus the model: the file is the fact
-        Path(filename).write_text(str(state.timestamp.epoch))
-
-    monkeypatch.setattr(top_k, "save_checkpoint", fake_save)
-    callback = TopKCheckpoints(tmp_path, k=2)
-    metric = SimpleNamespace(value=0.0)
-    metric.compute = lambda: torch.tensor(metric.value)
-    state = SimpleNamespace(eval_metrics={"eval": {"acc1": metric}}, timestamp=SimpleNamespace(epoch=0,
-                                                                                             batch_in_epoch=0))
-    for epoch, acc in enumerate([0.30, 0.50, 0.40, 0.20, 0.55, 0.60, 0.55], start=1):
-        state.timestamp.epoch, metric.value = epoch, acc
-        callback.eval_after_all(state, logger=None)
-    names = sorted(p.name for p in tmp_path.iterdir())
-    # Epoch 7's 0.55 ties the worst kept file (epoch 5): the earlier epoch keeps its place.
-    assert names == ["epoch=5-val_acc1=0.5500.ckpt", "epoch=6-val_acc1=0.6000.ckpt"]
-    assert (tmp_path / "epoch=5-val_acc1=0.5500.ckpt").read_text() == "5"
-    # A resume from epoch 5 drops the files of the epochs that will run again.
-    state.timestamp.epoch = 5
-    callback.fit_start(state, logger=None)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch=5-val_acc1=0.5500.ckpt"]
-
-
-def test_wandb_goes_offline_without_a_key_or_when_told(tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    assert wandb_offline_reason() == "WANDB_MODE=offline"
-    monkeypatch.delenv("WANDB_MODE")
-    assert "no W&B API key" in wandb_offline_reason()
-    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-    reason = wandb_offline_reason()  # this machine has no route to W&B: unreachable, not a login prompt
-    assert reason is None or "unreachable" in reason
-
-
-def test_export_refuses_what_is_not_a_checkpoint(tmp_path):
-    (tmp_path / "notes.txt").write_text("hello")
-    for target, message in ((tmp_path / "missing.pt", "checkpoint not found"),
-                            (tmp_path / "notes.txt", "not a checkpoint")):
-        result = subprocess.run([sys.executable, "-m", "rsb_composer.cli", "export", str(target),
-                                 str(tmp_path / "o.pth")], capture_output=True, text=True, timeout=120)
-        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr

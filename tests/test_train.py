@@ -2,18 +2,18 @@
 
 import csv
 import re
-import socket
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 import yaml
 from torch.utils.data import DistributedSampler
 
-from callbacks.metrics_table import COLUMNS
 from rsb_composer.config import load_config
-from rsb_composer.data.loaders import build_datasets, shard_digest
-from tests.conftest import TRAIN_PY
+from rsb_composer.data.loaders import build_loaders, shard_digest
+from rsb_composer.run_folder import COLUMNS
+from tests.helpers import COMPOSER, TRAIN_PY, free_port, run
 
 
 def _rows(run_dir):
@@ -23,16 +23,11 @@ def _rows(run_dir):
         return list(reader)
 
 
-def _run(args, env, cwd, timeout=300):
-    result = subprocess.run(args, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
+@pytest.mark.slow
 def test_single_process_run_writes_metrics_config_checkpoints_and_resumes(write_recipe, tmp_path, subprocess_env):
     recipe = write_recipe()
     run_dir = tmp_path / "runs" / "tiny"
-    first = _run([sys.executable, str(TRAIN_PY), str(recipe)], subprocess_env, cwd=tmp_path)
+    first = run([sys.executable, str(TRAIN_PY), str(recipe)], subprocess_env, cwd=tmp_path)
 
     # amp_fp16 on a CPU: one warning line, then fp32.
     assert len(re.findall(r"precision=amp_fp16 needs a GPU; training in fp32", first.stderr)) == 1
@@ -53,31 +48,25 @@ def test_single_process_run_writes_metrics_config_checkpoints_and_resumes(write_
     assert "epoch 2/2: train/loss=" in log_text and "val/acc1=" in log_text
 
     # Same command with a longer duration: autoresume continues from epoch 2, each epoch once in the table.
-    _run([sys.executable, str(TRAIN_PY), str(recipe), "max_duration=3ep"], subprocess_env, cwd=tmp_path)
+    run([sys.executable, str(TRAIN_PY), str(recipe), "max_duration=3ep"], subprocess_env, cwd=tmp_path)
     assert [r["epoch"] for r in _rows(run_dir)] == ["1", "2", "3"]
     assert _rows(run_dir)[:2] == rows
 
     # Same command once more: the run is complete; it says so and exits 0 without training.
-    done = _run([sys.executable, str(TRAIN_PY), str(recipe), "max_duration=3ep"], subprocess_env, cwd=tmp_path)
+    done = run([sys.executable, str(TRAIN_PY), str(recipe), "max_duration=3ep"], subprocess_env, cwd=tmp_path)
     assert "is already complete" in done.stderr and "val/acc1=" in done.stderr
     assert len(_rows(run_dir)) == 3
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
+@pytest.mark.slow
 def test_two_process_ddp_run_trains_on_disjoint_shards(write_recipe, tmp_path, subprocess_env):
     recipe = write_recipe()
-    composer = [sys.executable, "-m", "composer.cli.launcher"]
-    _run([*composer, "-n", "2", "--master_port", str(_free_port()), str(TRAIN_PY), str(recipe),
+    run([*COMPOSER, "-n", "2", "--master_port", str(free_port()), str(TRAIN_PY), str(recipe),
           "max_duration=1ep", "scheduler.warmup_epochs=0"], subprocess_env, cwd=tmp_path, timeout=400)
     run_dir = tmp_path / "runs" / "tiny"
 
     config = load_config(recipe)
-    train_set, _, _ = build_datasets(config.data, config.seed)
+    train_set = build_loaders(config.data, config.seed).train.dataset
     logged, expected, orders = {}, {}, {}
     for rank in (0, 1):
         text = (run_dir / "logs" / f"train_rank{rank}.log").read_text()
@@ -98,6 +87,7 @@ def test_two_process_ddp_run_trains_on_disjoint_shards(write_recipe, tmp_path, s
     assert [p.name for p in run_dir.glob("*.csv")] == ["metrics.csv"]  # one table, written by rank 0
 
 
+@pytest.mark.slow
 def test_progress_bar_in_a_terminal_shows_step_loss_and_val_acc1(write_recipe, tmp_path, subprocess_env):
     # The bar is drawn only on a terminal (a log file would get a line per update), so give the run one.
     import fcntl
@@ -137,12 +127,13 @@ def test_progress_bar_in_a_terminal_shows_step_loss_and_val_acc1(write_recipe, t
     assert (tmp_path / "runs" / "tiny" / "metrics.csv").exists()
 
 
+@pytest.mark.slow
 def test_compiled_run_trains_with_inductor_kernels(write_recipe, tmp_path, subprocess_env):
     # model.compile=true through the real entry point: torch 2.7.0's Inductor crashed compiling a ResNet's
     # backward (KeyError 'op7') until prepare_compile; the kernels it generates land in its cache folder.
     cache = tmp_path / "inductor"
     env = {**subprocess_env, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
-    _run([sys.executable, str(TRAIN_PY), str(write_recipe()), "model.compile=true", "max_duration=1ep",
+    run([sys.executable, str(TRAIN_PY), str(write_recipe()), "model.compile=true", "max_duration=1ep",
           "scheduler.warmup_epochs=0"], env, cwd=tmp_path, timeout=600)
     row = _rows(tmp_path / "runs" / "tiny")[0]
     assert 0 < float(row["train/loss"]) < 10 and 0 < float(row["val/loss"]) < 10

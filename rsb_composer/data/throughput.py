@@ -1,0 +1,53 @@
+"""How fast a train loader delivers: images per second as the trainer receives them, and CPU time per image."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+
+def cpu_ms_per_image(dataset: Any, images: int) -> float:
+    """Milliseconds one process spends per train sample (read, decode, augment), on one thread as in a worker."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what a DataLoader worker runs with
+    try:
+        dataset[0]
+        start = time.perf_counter()
+        for index in range(images):
+            dataset[index]
+        return (time.perf_counter() - start) / images * 1e3
+    finally:
+        torch.set_num_threads(threads)
+
+
+def measure_loader(loader: DataLoader, batches: int, batch_transform: Callable[[Any], Any] | None = None,
+                   warmup: int = 2) -> float:
+    """Images per second the loader delivers (after ``warmup`` batches that pay for worker start-up), with the
+    trainer's ``batch_transform`` (the fast pipeline's normalisation) applied to each batch, as in training."""
+    if warmup < 1:
+        raise ValueError("warmup must be at least 1 batch")
+    images, start = 0, None
+    iterator = iter(loader)
+    try:
+        for index, batch in enumerate(iterator):
+            if batch_transform is not None:
+                batch = batch_transform(batch)
+            if index >= warmup:
+                images += len(batch[0])
+            if index == warmup - 1:  # the clock starts once the last warm-up batch is in hand
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+            if index + 1 >= warmup + batches:
+                break
+        if start is None or images == 0:
+            raise ValueError("the loader ran out before the measurement: lower --batches")
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return images / (time.perf_counter() - start)
+    finally:
+        del iterator  # without persistent workers this stops the worker processes now

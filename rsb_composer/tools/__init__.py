@@ -1,0 +1,1 @@
+"""The command-line tools beside training: pre-flight checks, benchmarks and reports, one module each."""

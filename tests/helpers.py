@@ -1,0 +1,103 @@
+"""What the tests share: paths, the tiny recipe, and running the real commands in a subprocess.
+
+Imported by test modules as ``from tests.helpers import ...``; conftest.py holds only pytest fixtures.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_PY = REPO / "rsb_composer" / "train.py"
+CLI = [sys.executable, "-m", "rsb_composer.cli"]
+COMPOSER = [sys.executable, "-m", "composer.cli.launcher"]
+
+# One toy set for the whole suite (shared through the toy_dir fixture): 4 classes, 16 + 6 images each, 40 px.
+TINY_TOY = "{num_classes: 4, train_per_class: 16, val_per_class: 6, image_size: 40}"
+
+TINY_RECIPE = """\
+max_duration: 2ep
+precision: amp_fp16
+progress_bar: false
+seed: 3
+model:
+  arch: resnet18
+data:
+  source: toy
+  path: {toy_dir}
+  toy: {toy}
+  train_resolution: 32
+  eval_resolution: 32
+  batch_size: 8
+  num_workers: 0
+optimizer:
+  lr: 0.2
+scheduler:
+  warmup_epochs: 1
+algorithms:
+  channels_last: {{}}
+  label_smoothing: {{smoothing: 0.1}}
+  mixup: {{alpha: 0.2}}
+  cutmix: {{alpha: 1.0}}
+"""
+
+
+def tiny_recipe(toy_dir: Path) -> str:
+    return TINY_RECIPE.format(toy_dir=toy_dir, toy=TINY_TOY)
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for launching the trainer: no W&B network, few threads per process."""
+    env = dict(os.environ)
+    env.update({"WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **extra})
+    return env
+
+
+def run(args: list, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300,
+        expect: int | None = 0) -> subprocess.CompletedProcess:
+    """Run a command to its end; with ``expect``, assert its exit code (showing the output's tail if not)."""
+    result = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env or subprocess_env(),
+                            cwd=cwd, timeout=timeout)
+    if expect is not None:
+        assert result.returncode == expect, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def cli(*args, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300,
+        expect: int | None = 0) -> subprocess.CompletedProcess:
+    """``rsb-composer ARGS`` in a subprocess."""
+    return run([*CLI, *args], env=env, cwd=cwd, timeout=timeout, expect=expect)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(args: list, env: dict[str, str] | None = None, cwd: Path | None = None, **popen) -> subprocess.Popen:
+    """Start ``python ARGS`` in the background, stdout and stderr together as text."""
+    return subprocess.Popen([sys.executable, *map(str, args)], env=env or subprocess_env(), cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def latest_weights(run_dir: Path) -> dict:
+    """The network weights of a run's latest checkpoint (a checkpoint the test itself made: a full load)."""
+    import torch
+
+    path = run_dir / "checkpoints" / "latest-rank0.pt"
+    return torch.load(path, map_location="cpu", weights_only=False)["state"]["model"]
+
+
+def same_weights(a: Path, b: Path) -> None:
+    """The two runs' latest weights are bit for bit the same."""
+    import torch
+
+    wa, wb = latest_weights(a), latest_weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=0, msg=key)
