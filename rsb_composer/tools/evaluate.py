@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,8 +171,6 @@ def _evaluate_at(trainer: Trainer, split: EvalSplit, resolution: int, labels: li
 
 def print_report(result: Evaluation, notice: str | None, as_json: bool) -> None:
     """The table on the terminal; with ``as_json`` it goes to stderr and stdout holds only the JSON object."""
-    import sys
-
     if notice:
         print(f"note: {notice}", file=sys.stderr)
     print(result.table(), file=sys.stderr if as_json else sys.stdout)
