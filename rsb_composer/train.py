@@ -21,7 +21,9 @@ import logging  # noqa: E402
 import warnings  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
+import torch  # noqa: E402
 from composer import Trainer  # noqa: E402
 from composer.callbacks import RuntimeEstimator  # noqa: E402
 from composer.utils import dist, reproducibility  # noqa: E402
@@ -149,19 +151,29 @@ def build_eval_trainer(config: Config, checkpoint: str | Path, trust: bool = Fal
     """
     weights, _ = model_weights(load_checkpoint_file(checkpoint, trust=trust), prefer_ema=True)
     reproducibility.seed_all(config.seed)
-    device = resolve_device()
     loaders = build_eval_loader(config.data, config.seed, config.model.num_classes,
                                 channels_last=channels_last_on(config.algorithms))
-    num_classes = config.model.num_classes or loaders.num_classes
-    config.model.num_classes = num_classes
+    return build_eval_network(config, weights, checkpoint, loaders.num_classes, loaders.spec(loaders.eval))
+
+
+def build_eval_network(config: Config, weights: dict[str, torch.Tensor], source: str | Path, num_classes: int,
+                       eval_dataloader: Any = None) -> Trainer:
+    """A trainer holding the recipe's network with ``weights`` (read from ``source``) and no training state.
+
+    The algorithms that change the network (BlurPool, channels-last, ...) shape it, as in training; a checkpoint
+    of another network is refused with what differs. ``eval_dataloader``: what ``trainer.eval()`` reads, if any.
+    """
+    reproducibility.seed_all(config.seed)
+    device = resolve_device()
+    config.model.num_classes = config.model.num_classes or num_classes
     shaping = {name: args for name, args in config.algorithms.items() if name in NETWORK_ALGORITHMS}
     trainer = Trainer(
-        run_name=config.run_name, model=build_model(config.model, num_classes, config.loss),
-        eval_dataloader=loaders.spec(loaders.eval), algorithms=build_algorithms(shaping), loggers=[],
+        run_name=config.run_name, model=build_model(config.model, config.model.num_classes, config.loss),
+        eval_dataloader=eval_dataloader, algorithms=build_algorithms(shaping), loggers=[],
         progress_bar=False, log_to_console=False, device=device,
         precision=resolve_precision(config.precision, device), seed=config.seed,
     )
-    load_network(trainer.state.model.module, weights, checkpoint)
+    load_network(trainer.state.model.module, weights, source)
     return trainer
 
 
