@@ -91,7 +91,7 @@ def _scale(config: Config, world_size: int) -> Check:
 
 
 def _wandb(config: Config) -> Check:
-    from rsb_composer.run_loggers import wandb_offline_reason
+    from rsb_composer.loggers.wandb_run import wandb_offline_reason
 
     if config.loggers.wandb is None:
         return Check(OK, "W&B", "off (add loggers.wandb.project=NAME to log to W&B)")

@@ -1,0 +1,94 @@
+"""callbacks.perf: per-epoch images/s and data wait measured in a real Composer training loop, the warning of an
+input-bound run, and the GPU memory figure."""
+
+import logging
+import time
+from types import SimpleNamespace
+
+import pytest
+import torch
+from composer import Trainer
+from composer.loggers import LoggerDestination
+from composer.models import ComposerClassifier
+from torch.utils.data import DataLoader, Dataset
+
+from callbacks.perf import GIB, PerfMonitor
+
+PER_IMAGE = 0.05  # seconds a slow loader spends on each image: far more than a step of the tiny model
+
+
+class Images(Dataset):
+    def __init__(self, delay: float):
+        self.delay = delay
+
+    def __len__(self) -> int:
+        return 32
+
+    def __getitem__(self, index: int):
+        time.sleep(self.delay)
+        return torch.rand(3, 4, 4), index % 2
+
+
+class Recorder(LoggerDestination):
+    def __init__(self):
+        self.logged: list[dict] = []
+
+    def log_metrics(self, metrics, step=None):
+        if any(key.startswith("perf/") for key in metrics):
+            self.logged.append(dict(metrics))
+
+
+def _train(delay: float) -> list[dict]:
+    model = ComposerClassifier(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 2)), num_classes=2)
+    recorder = Recorder()
+    trainer = Trainer(model=model, train_dataloader=DataLoader(Images(delay), batch_size=4), max_duration="2ep",
+                      optimizers=torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[PerfMonitor(num_workers=3)],
+                      loggers=[recorder], device="cpu", progress_bar=False, log_to_console=False)
+    trainer.fit()
+    trainer.close()
+    return recorder.logged
+
+
+def test_a_slow_loader_shows_as_data_wait_and_is_warned_about(caplog):
+    with caplog.at_level(logging.WARNING, logger="rsb_composer.perf"):
+        slow = _train(PER_IMAGE)
+    assert len(slow) == 2  # once per epoch
+    for epoch in slow:
+        assert set(epoch) == {"perf/images_per_sec", "perf/data_wait"}  # no GPU memory on the CPU
+        # The loader alone sleeps 50 ms an image: no more than 20 images/s, most of it waiting for data.
+        assert 0 < epoch["perf/images_per_sec"] < 1 / PER_IMAGE
+        assert 0.5 < epoch["perf/data_wait"] <= 1
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2 and all("the input pipeline holds the devices back" in w for w in warnings)
+    assert "raise data.num_workers (now 3) or see rsb-composer bench-data" in warnings[0]
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rsb_composer.perf"):
+        fast = _train(0.0)
+    assert all(e["perf/data_wait"] < min(s["perf/data_wait"] for s in slow) for e in fast)
+    assert all(e["perf/images_per_sec"] > max(s["perf/images_per_sec"] for s in slow) for e in fast)
+    # A warning for each epoch above 10% and none below (the tiny model's steps are short enough that the first
+    # epoch's loader start-up can cross the line).
+    assert len(caplog.records) == sum(e["perf/data_wait"] > 0.10 for e in fast)
+
+
+def test_gpu_memory_is_the_epochs_peak_in_gib(monkeypatch):
+    # No GPU here: the CUDA allocator's counters are stood in for; the collective runs on the CPU.
+    peaks = iter([3 * GIB // 2])
+    reset = []
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: next(peaks))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device: reset.append(device))
+    monitor = PerfMonitor(num_workers=8)
+    monitor.gpu = torch.device("cuda", 0)
+    timestamp = SimpleNamespace(sample=0, epoch=1)
+    state = SimpleNamespace(timestamp=timestamp)
+    monitor.epoch_start(state, None)
+    assert reset == [torch.device("cuda", 0)]  # the peak counts from the epoch's start
+    monitor.before_dataloader(state, None)
+    monitor.after_dataloader(state, None)
+    monitor.batch_end(state, None)
+    timestamp.sample = 64
+    logged = []
+    monitor.epoch_end(state, SimpleNamespace(log_metrics=logged.append))
+    assert logged[0]["perf/gpu_mem_peak_gib"] == pytest.approx(1.5)
+    assert logged[0]["perf/images_per_sec"] > 0
