@@ -61,6 +61,9 @@ log = logging.getLogger("rsb_composer.train")
 # lambda * a + (1 - lambda) * b); the loss is renormalised anyway, so the warning is only noise. It goes when the
 # losses stop calling composer.loss.soft_cross_entropy.
 warnings.filterwarnings("ignore", message="Some targets have less than 1 total probability")
+# Composer advises its own progress_bar=True over a ProgressBarLogger among the loggers; ours (MetricsProgressBar)
+# is one deliberately, with progress_bar=False, so the advice is only noise above the start-up summary.
+warnings.filterwarnings("ignore", message="Specifying the ProgressBarLogger via `loggers` is not recommended")
 
 
 def build_trainer(config: Config) -> Trainer:
