@@ -1,7 +1,9 @@
 """callbacks.perf: per-epoch images/s and data wait measured in a real Composer training loop, the warning of an
 input-bound run, and the GPU memory figure."""
 
+import csv
 import logging
+import sys
 import time
 from types import SimpleNamespace
 
@@ -13,6 +15,7 @@ from composer.models import ComposerClassifier
 from torch.utils.data import DataLoader, Dataset
 
 from callbacks.perf import GIB, PerfMonitor
+from tests.helpers import TRAIN_PY, run
 
 PER_IMAGE = 0.05  # seconds a slow loader spends on each image: far more than a step of the tiny model
 
@@ -92,3 +95,32 @@ def test_gpu_memory_is_the_epochs_peak_in_gib(monkeypatch):
     monitor.epoch_end(state, SimpleNamespace(log_metrics=logged.append))
     assert logged[0]["perf/gpu_mem_peak_gib"] == pytest.approx(1.5)
     assert logged[0]["perf/images_per_sec"] > 0
+
+
+def _waits(run_dir) -> list[float]:
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        return [float(row["perf/data_wait"]) for row in csv.DictReader(handle)]
+
+
+@pytest.mark.slow
+def test_an_input_bound_run_waits_for_data_more_than_on_synthetic_data_and_warns(write_recipe, tmp_path,
+                                                                                 subprocess_env):
+    """The same tiny training twice: decoding and augmenting 768 px JPEGs with PIL in the training process (no
+    workers) for a 16 px network, and generated tensors. (In subprocesses: one thread each, as the suite's
+    other training runs, since two threads per process on a busy 2-core machine slow the network's side.)"""
+    recipe = write_recipe()
+    small = ["data.train_resolution=16", "data.eval_resolution=16"]
+    input_run = run([sys.executable, TRAIN_PY, recipe, *small, "run_name=input", f"data.path={tmp_path / 'toy768'}",
+                     "data.toy.image_size=768", "data.pipeline=reference", "data.auto_augment=rand-m9-mstd0.5-inc1"],
+                    subprocess_env, tmp_path)
+    synthetic_run = run([sys.executable, TRAIN_PY, recipe, *small, "run_name=synthetic", "data.source=synthetic",
+                         "data.synthetic.num_classes=4", "data.synthetic.train_samples=64",
+                         "data.synthetic.val_samples=24"], subprocess_env, tmp_path)
+    input_bound, synthetic = _waits(tmp_path / "runs" / "input"), _waits(tmp_path / "runs" / "synthetic")
+    assert len(input_bound) == len(synthetic) == 2
+    assert min(input_bound) > 2 * max(synthetic), (input_bound, synthetic)
+    assert any(wait > 0.10 for wait in input_bound), input_bound
+    # One warning line per epoch above 10%, and none for the others.
+    for result, waits in ((input_run, input_bound), (synthetic_run, synthetic)):
+        assert result.stderr.count("the input pipeline holds the devices back") == sum(w > 0.10 for w in waits)
+    assert "raise data.num_workers (now 0) or see rsb-composer bench-data" in input_run.stderr

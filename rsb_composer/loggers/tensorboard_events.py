@@ -25,11 +25,24 @@ class RunTensorboardLogger(TensorboardLogger):
     - A resumed launch starts its file with a SessionLog START at the checkpoint's batch + 1, which tells
       TensorBoard to drop what an earlier launch logged after the checkpoint (steps that run again), keeping the
       checkpoint's own epoch-end figures, logged at its batch count before it was saved.
+    - Only rank 0 logs, so only rank 0 opens a file (Composer opens one on every rank and writes an empty
+      hyper-parameter file from each of them at every evaluation).
     """
+
+    def _logs(self) -> bool:
+        return not self.rank_zero_only or dist.get_global_rank() == 0
+
+    def init(self, state: State, logger: Logger) -> None:
+        if self._logs():
+            super().init(state, logger)
+
+    def eval_end(self, state: State, logger: Logger) -> None:
+        if self._logs():
+            super().eval_end(state, logger)
 
     def fit_start(self, state: State, logger: Logger) -> None:
         step = int(state.timestamp.batch)
-        if step and self.writer is not None and dist.get_global_rank() == 0:
+        if step and self.writer is not None:
             from torch.utils.tensorboard import SummaryWriter
 
             log_dir = self.writer.log_dir
@@ -37,7 +50,7 @@ class RunTensorboardLogger(TensorboardLogger):
             self.writer = SummaryWriter(log_dir=log_dir, flush_secs=NEVER, purge_step=step + 1)
 
     def _flush(self, logger: Logger) -> None:
-        if self.writer is not None and (not self.rank_zero_only or dist.get_global_rank() == 0):
+        if self.writer is not None:
             self.writer.flush()
 
     def close(self, state: State, logger: Logger) -> None:
