@@ -7,13 +7,15 @@ transform, which in the fast pipeline copies the batch to the device and normali
 pipeline's batch is copied inside the step, by Composer, from pinned memory without blocking.) Evaluation,
 checkpoint saving and what runs between BATCH_END and the next BEFORE_DATALOADER are outside the steps.
 
-At EPOCH_END one collective (which waits for the device) gathers the epoch's figures over ranks:
-- ``perf/images_per_sec``: the epoch's images over all ranks (the trainer's own count) / the slowest rank's
-  step time;
-- ``perf/data_wait``: the largest rank's data wait / step time, a fraction: in data parallel training every
-  rank waits at the next collective for the slowest loader, so the worst rank is what the run loses;
+After each ``next()`` Composer 0.32.1 all-reduces whether every rank got a batch, so a rank's data wait ends when
+the last rank has its batch: every rank waits for the slowest loader. A rank that arrives late (rank 0 after
+saving a checkpoint, which the others wait for there) has the shortest window, the part that no rank spent on
+anything but loading. So at EPOCH_END one collective (which waits for the device) gathers, over ranks:
+- ``perf/images_per_sec``: the epoch's images over all ranks (the trainer's own count) / the smallest step time;
+- ``perf/data_wait``: the smallest data wait / step time, a fraction;
 - ``perf/gpu_mem_peak_gib``: the peak of memory allocated by tensors during the epoch's steps, GiB (2**30
-  bytes), the largest over ranks (PyTorch's allocator counters, read on the host; evaluation excluded).
+  bytes), the largest over ranks (PyTorch's allocator counters, read on the host; evaluation between epochs
+  excluded).
 
 A resumed epoch reports the steps trained since the restart.
 """
@@ -75,10 +77,11 @@ class PerfMonitor(Callback):
     def epoch_end(self, state: State, logger: Logger) -> None:
         wait = self.wait_seconds / self.step_seconds if self.step_seconds > 0 else 0.0
         peak = torch.cuda.max_memory_allocated(self.gpu) / GIB if self.gpu is not None else 0.0
-        worst = torch.tensor([self.step_seconds, wait, peak], dtype=torch.float64, device=self.device)
+        # One MAX all-reduce for two minima and a maximum.
+        figures = torch.tensor([-self.step_seconds, -wait, peak], dtype=torch.float64, device=self.device)
         if dist.get_world_size() > 1 and dist.is_initialized():
-            dist.all_reduce(worst, reduce_operation="MAX")
-        seconds, wait, peak = worst.tolist()
+            dist.all_reduce(figures, reduce_operation="MAX")
+        seconds, wait, peak = -figures[0].item(), -figures[1].item(), figures[2].item()
         if not self.steps or seconds <= 0:
             return  # the epoch trained no step in this launch (a resume at its very end)
         metrics = {

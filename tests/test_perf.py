@@ -2,6 +2,7 @@
 input-bound run, and the GPU memory figure."""
 
 import csv
+import json
 import logging
 import sys
 import time
@@ -15,7 +16,7 @@ from composer.models import ComposerClassifier
 from torch.utils.data import DataLoader, Dataset
 
 from callbacks.perf import GIB, PerfMonitor
-from tests.helpers import TRAIN_PY, run
+from tests.helpers import COMPOSER, REPO, TRAIN_PY, free_port, run
 
 PER_IMAGE = 0.05  # seconds a slow loader spends on each image: far more than a step of the tiny model
 
@@ -124,3 +125,55 @@ def test_an_input_bound_run_waits_for_data_more_than_on_synthetic_data_and_warns
     for result, waits in ((input_run, input_bound), (synthetic_run, synthetic)):
         assert result.stderr.count("the input pipeline holds the devices back") == sum(w > 0.10 for w in waits)
     assert "raise data.num_workers (now 0) or see rsb-composer bench-data" in input_run.stderr
+
+
+TWO_RANKS = """
+import json, sys, time
+import torch
+from composer import Trainer
+from composer.loggers import LoggerDestination
+from composer.models import ComposerClassifier
+from composer.utils import dist
+from torch.utils.data import DataLoader, Dataset
+sys.path.insert(0, {repo!r})
+from callbacks.perf import PerfMonitor
+
+
+class Images(Dataset):  # rank 1's loader is slow, rank 0's is not
+    def __len__(self):
+        return 64
+
+    def __getitem__(self, index):
+        time.sleep(0.05 if dist.get_global_rank() == 1 else 0.0)
+        return torch.rand(3, 4, 4), index % 2
+
+
+class Printer(LoggerDestination):
+    def log_metrics(self, metrics, step=None):
+        if "perf/data_wait" in metrics and dist.get_global_rank() == 0:
+            print("PERF " + json.dumps(metrics), flush=True)
+
+
+dist.initialize_dist("cpu")
+model = ComposerClassifier(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 2)), num_classes=2)
+data = Images()
+loader = DataLoader(data, batch_size=4, sampler=dist.get_sampler(data, shuffle=False))
+trainer = Trainer(model=model, train_dataloader=loader, max_duration="1ep", device="cpu",
+                  optimizers=torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[PerfMonitor(num_workers=0)],
+                  loggers=[Printer()], progress_bar=False, log_to_console=False)
+trainer.fit()
+trainer.close()
+"""
+
+
+@pytest.mark.slow
+def test_one_ranks_slow_loader_holds_every_rank_and_shows(tmp_path, subprocess_env):
+    """Under `composer -n 2`, only rank 1's loader sleeps; rank 0 waits for it after each batch (Composer's check
+    that every rank got one), so the run's data wait (the smaller of the two ranks') is still large."""
+    script = tmp_path / "two_ranks.py"
+    script.write_text(TWO_RANKS.format(repo=str(REPO)))
+    out = run([*COMPOSER, "-n", "2", "--master_port", str(free_port()), script], subprocess_env, tmp_path,
+              timeout=300).stdout
+    (figures,) = [json.loads(line[5:]) for line in out.splitlines() if line.startswith("PERF ")]
+    assert figures["perf/data_wait"] > 0.5  # 0.2 s of sleep per step against a step of a linear layer
+    assert figures["perf/images_per_sec"] < 2 * 4 / (4 * 0.05)  # 2 ranks x 4 images per 0.2 s at most
