@@ -159,6 +159,15 @@ def test_tensorboard_and_mlflow_hold_every_key_across_a_resume(write_recipe, tmp
     assert any("resuming from ep2-ba16-rank0.pt (epoch 2, batch 16), to 3ep" in line for line in start_lines)
     assert any(line.startswith("TensorBoard: runs/tiny/tensorboard") for line in start_lines)
 
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    hparams_run = EventAccumulator(str(run.tensorboard / "tiny" / "tiny"))  # Composer's HParams tab
+    hparams_run.Reload()
+    session = plugin_data_pb2.HParamsPluginData.FromString(
+        hparams_run.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
+    assert session.hparams["data.batch_size"].string_value == "8"  # the resolved config
+
     steps = _scalars(run.tensorboard / "tiny")
     assert set(steps) >= CPU_KEYS
     assert steps["val/acc1"] == [8, 16, 24]
