@@ -8,8 +8,12 @@ both to every batch.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import inspect
+import logging
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -134,12 +138,29 @@ def check_algorithms(section: dict[str, Any], decoded_images: bool = True) -> No
                 f"algorithms.{name} must be a mapping of arguments ({{}} for the defaults) or null for off, "
                 f"got {kwargs!r}"
             )
-    build_algorithms(section)
+    with _quiet_construction():
+        build_algorithms(section)
     if not decoded_images:
         for name in IMAGE_FILE_ALGORITHMS:
             if section.get(name) is not None:
                 raise ConfigError(f"algorithms.{name} augments decoded images and cannot run on data.source=synthetic "
                                   f"tensors; use imagefolder or toy data, or set algorithms.{name}=null")
+
+
+@contextlib.contextmanager
+def _quiet_construction() -> Iterator[None]:
+    """Composer's StochasticDepth and SAM warn about resuming from checkpoints when they are constructed; a check
+    constructs them only to validate their arguments (show-config, preflight), so the warning is left to the
+    trainer that runs them."""
+    composer_algorithms = logging.getLogger("composer.algorithms")
+    level = composer_algorithms.level
+    composer_algorithms.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        composer_algorithms.setLevel(level)
 
 
 # Applied after the mixing algorithms whatever the YAML order: both act at BEFORE_LOSS, and smoothing the mixed

@@ -15,6 +15,7 @@ from rsb_composer.checkpoints.saving import check_checkpoints
 from rsb_composer.config import Config, check_time, load_config
 from rsb_composer.data.loaders import check_data, decodes_images
 from rsb_composer.devices import check_precision
+from rsb_composer.loggers import check_loggers
 from rsb_composer.losses import check_loss
 from rsb_composer.model import check_model
 from rsb_composer.optim import check_optimizer
@@ -34,6 +35,7 @@ def check_recipe(config: Config, check_paths: bool = True) -> None:
     check_optimizer(config.optimizer)
     check_scheduler(config.scheduler, config.max_duration)
     check_algorithms(config.algorithms, decoded_images=decodes_images(config.data))
+    check_loggers(config.loggers)
 
 
 def load_recipe(path: str | os.PathLike[str], overrides: Sequence[str] = (), *, check_paths: bool = True) -> Config:

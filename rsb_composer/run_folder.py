@@ -24,8 +24,11 @@ LATEST = LATEST_FORMAT.format(rank=0)
 CHECKPOINT = re.compile(r"^ep(\d+)-ba(\d+)-rank0\.pt$")  # rank 0's files named by CHECKPOINT_FORMAT
 
 
-# The project's metric keys, identical in every destination; metrics.csv has one column each, after the epoch.
-METRIC_KEYS = ("train/loss", "train/acc1", "train/acc5", "train/lr", "val/loss", "val/acc1", "val/acc5")
+# The project's metric keys, identical in every destination; metrics.csv has one column each, after the epoch
+# (an older metrics.csv without the later columns reads and resumes as is: its rows leave them empty).
+METRIC_KEYS = ("train/loss", "train/acc1", "train/acc5", "train/lr", "val/loss", "val/acc1", "val/acc5",
+               "perf/images_per_sec", "perf/data_wait", "perf/gpu_mem_peak_gib")
+GPU_ONLY_KEYS = ("perf/gpu_mem_peak_gib",)  # measured on GPUs only: empty in a CPU run
 COLUMNS = ("epoch", *METRIC_KEYS)
 
 
@@ -61,6 +64,24 @@ class RunFolder:
     @property
     def plots(self) -> Path:
         return self.root / "plots"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    @property
+    def mlruns(self) -> Path:
+        """MLflow's local file store: the default tracking URI, and the fallback when the server is unreachable."""
+        return self.root / "mlruns"
+
+    @property
+    def mlflow_run_ids(self) -> Path:
+        """One ``RUN_ID TRACKING_URI`` line per MLflow store this run has logged to, so a resume continues it."""
+        return self.root / "mlflow_run_id"
+
+    @property
+    def wandb_run_id(self) -> Path:
+        return self.root / "wandb_run_id"
 
     def log_file(self, rank: int) -> Path:
         return self.logs / f"train_rank{rank}.log"
@@ -105,8 +126,13 @@ def format_value(value: float | None) -> str:
 
 
 def format_metrics(values: dict[str, Any], digits: int = 4) -> str:
-    """``key=value`` pairs of the metric keys present, in the keys' order (the epoch line, eval's output)."""
-    return " ".join(f"{key}={values[key]:.{digits}g}" for key in METRIC_KEYS if key in values)
+    """``key=value`` pairs of the metric keys present, in the keys' order (the epoch line, eval's output).
+
+    Figures of ``digits`` digits or more (images/s) print whole rather than in exponent form."""
+    def text(value: float) -> str:
+        return f"{value:.0f}" if abs(value) >= 10**digits else f"{value:.{digits}g}"
+
+    return " ".join(f"{key}={text(values[key])}" for key in METRIC_KEYS if key in values)
 
 
 def final_metrics(path: Path) -> dict[str, float]:

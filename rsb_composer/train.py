@@ -25,13 +25,14 @@ from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
 from composer import Trainer  # noqa: E402
-from composer.callbacks import RuntimeEstimator  # noqa: E402
+from composer.callbacks import RuntimeEstimator, SpeedMonitor  # noqa: E402
 from composer.utils import dist, reproducibility  # noqa: E402
 
 from callbacks.bad_images import BadImageMonitor, TooManyBadImages  # noqa: E402
 from callbacks.buffer_sync import BroadcastBuffersBeforeEval  # noqa: E402
 from callbacks.divergence import DivergenceGuard, TrainingDiverged  # noqa: E402
 from callbacks.metrics import ClassificationMetrics  # noqa: E402
+from callbacks.perf import PerfMonitor  # noqa: E402
 from callbacks.preemption import Preemption  # noqa: E402
 from callbacks.sampler_epoch import SamplerEpoch  # noqa: E402
 from callbacks.top_k import TopKCheckpoints  # noqa: E402
@@ -49,11 +50,11 @@ from rsb_composer.checkpoints.saving import save_arguments  # noqa: E402
 from rsb_composer.config import Config, ConfigError  # noqa: E402
 from rsb_composer.data import build_eval_loader, build_loaders  # noqa: E402
 from rsb_composer.devices import resolve_device, resolve_precision  # noqa: E402
+from rsb_composer.loggers import Start, build_loggers, startup_lines  # noqa: E402
 from rsb_composer.model import build_model, convert_sync_batchnorm, prepare_compile  # noqa: E402
 from rsb_composer.optim import build_optimizer, scaled_lr  # noqa: E402
 from rsb_composer.recipe import load_recipe  # noqa: E402
 from rsb_composer.run_folder import RunFolder, checkpoint_name, final_metrics, format_metrics, setup_logging  # noqa: E402
-from rsb_composer.run_loggers import build_loggers  # noqa: E402
 from rsb_composer.schedules import build_scheduler  # noqa: E402
 
 log = logging.getLogger("rsb_composer.train")
@@ -62,6 +63,9 @@ log = logging.getLogger("rsb_composer.train")
 # lambda * a + (1 - lambda) * b); the loss is renormalised anyway, so the warning is only noise. It goes when the
 # losses stop calling composer.loss.soft_cross_entropy.
 warnings.filterwarnings("ignore", message="Some targets have less than 1 total probability")
+# Composer advises its own progress_bar=True over a ProgressBarLogger among the loggers; ours (MetricsProgressBar)
+# is one deliberately, with progress_bar=False, so the advice is only noise above the start-up summary.
+warnings.filterwarnings("ignore", message="Specifying the ProgressBarLogger via `loggers` is not recommended")
 
 
 def build_trainer(config: Config) -> Trainer:
@@ -100,9 +104,6 @@ def build_trainer(config: Config) -> Trainer:
 
     global_batch = config.data.batch_size * world_size
     lr = scaled_lr(config.optimizer, global_batch)
-    log.info("global batch %d (%d per device x %d devices): LR %.6g = %.6g x %d / %d", global_batch,
-             config.data.batch_size, world_size, lr, config.optimizer.lr, global_batch,
-             config.optimizer.reference_batch_size)
     optimizer = build_optimizer(model, config.optimizer, lr)
     scheduler = build_scheduler(optimizer, config.scheduler, config.max_duration, len(loaders.train))
 
@@ -112,9 +113,10 @@ def build_trainer(config: Config) -> Trainer:
         # The other ranks of this node load only after Composer's autoresume barrier, which local rank 0
         # reaches after this repair.
         repair_latest(run.checkpoints)
-    progress_bar = config.progress_bar and sys.stderr.isatty()
+    # A progress bar in a log file is a line per update; without a terminal the epoch lines say enough.
+    loggers = build_loggers(config, run, progress_bar=config.progress_bar and sys.stderr.isatty())
 
-    return Trainer(
+    trainer = Trainer(
         run_name=config.run_name,
         model=model,
         train_dataloader=loaders.spec(loaders.train),
@@ -127,11 +129,12 @@ def build_trainer(config: Config) -> Trainer:
         algorithms=build_algorithms(config.algorithms),
         callbacks=[ClassificationMetrics(num_classes), SamplerEpoch(), RuntimeEstimator(time_unit="seconds"),
                    DivergenceGuard(run.latest_checkpoint), Preemption(run.checkpoints, checkpoint_name),
-                   BroadcastBuffersBeforeEval(),
+                   BroadcastBuffersBeforeEval(), PerfMonitor(config.data.num_workers),
+                   # images/s over its last 20 steps for the progress bar, from the trainer's own counts
+                   SpeedMonitor(window_size=20, time_unit="seconds"),
                    BadImageMonitor(run.bad_images(dist.get_global_rank()), config.data.max_bad_fraction),
                    TopKCheckpoints(run.checkpoints, config.checkpoints.keep_top_k)],
-        # A progress bar in a log file is a line per update; without a terminal the epoch lines say enough.
-        loggers=build_loggers(config, run, progress_bar=progress_bar),
+        loggers=loggers.destinations,
         progress_bar=False,  # ours (MetricsProgressBar) is among the loggers when wanted
         log_to_console=False,
         device=device,
@@ -140,6 +143,25 @@ def build_trainer(config: Config) -> Trainer:
         compile_config={} if config.model.compile else None,
         **save_arguments(config.checkpoints, run),
     )
+    _log_start(config, run, trainer, lr, loggers.trackers)
+    return trainer
+
+
+def _log_start(config: Config, run: RunFolder, trainer: Trainer, lr: float, trackers: dict[str, str]) -> None:
+    """The start-up summary, once the trainer knows whether it resumed."""
+    timestamp = trainer.state.timestamp
+    world_size = dist.get_world_size()
+    start = Start(
+        recipe=config.config_path or "", run_dir=run.root,
+        resumed_from=run.latest_checkpoint.resolve() if int(timestamp.batch) else None,
+        epoch=int(timestamp.epoch), batch=int(timestamp.batch), max_duration=config.max_duration,
+        world_size=world_size, nodes=world_size // dist.get_local_world_size(), device=trainer.state.device.name,
+        precision=trainer.state.precision.value, per_device_batch=config.data.batch_size, lr=lr,
+        base_lr=config.optimizer.lr, reference_batch=config.optimizer.reference_batch_size,
+        algorithms=config.algorithms, trackers=trackers,
+    )
+    for line in startup_lines(start):
+        log.info("%s", line)
 
 
 def build_eval_trainer(config: Config, checkpoint: str | Path, trust: bool = False) -> Trainer:

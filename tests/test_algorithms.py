@@ -1,9 +1,12 @@
+import logging
+import warnings
+
 import numpy as np
 import pytest
 import torch
 from composer.core import Event
 
-from rsb_composer.algorithms import REGISTRY, MixUpOrCutMix, build_algorithms
+from rsb_composer.algorithms import REGISTRY, MixUpOrCutMix, build_algorithms, check_algorithms
 
 
 def test_every_listed_composer_vision_algorithm_is_reachable_by_name():
@@ -77,3 +80,15 @@ def test_mismatched_interpolate_loss_is_refused():
 
     with pytest.raises(ConfigError, match="interpolate_loss"):
         build_algorithms({"mixup": {"interpolate_loss": True}, "cutmix": {}})
+
+
+def test_checking_a_recipe_leaves_composers_construction_warnings_to_the_trainer(caplog):
+    section = {"stochastic_depth": {"target_layer_name": "ResNetBottleneck", "stochastic_method": "sample",
+                                    "drop_rate": 0.05}, "sam": {"rho": 0.5}}
+    with caplog.at_level(logging.WARNING), warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        check_algorithms(section)  # what show-config and preflight run
+        assert not caplog.records and not warned
+        build_algorithms(section)  # what the trainer runs: Composer's warnings stand
+    assert any("Stochastic depth has known issues" in r.getMessage() for r in caplog.records)
+    assert any("SAM has known issues" in str(w.message) for w in warned)

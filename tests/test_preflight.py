@@ -5,6 +5,7 @@ import torch
 
 from rsb_composer.recipe import load_recipe
 from rsb_composer.tools.preflight import checkpoint_bytes, run_preflight
+from tests.helpers import free_port
 
 
 def _preflight(*args, world_size=1, batches=3):
@@ -20,7 +21,7 @@ def test_preflight_passes_on_toy_data(write_recipe, tmp_path, monkeypatch):
     code, lines, summary = _preflight(write_recipe())
     assert code == 0, lines
     for title in ("configuration", "data readable", "train loader speed", "devices", "world size and LR", "W&B",
-                  "disk for checkpoints", "time estimate"):
+                  "MLflow", "disk for checkpoints", "time estimate"):
         assert title in lines and "[FAIL]" not in lines[title]
     assert "train 64 images, val 24 images, 4 classes" in lines["data readable"]
     assert "images/s per process" in lines["train loader speed"]
@@ -58,3 +59,12 @@ def test_the_checkpoint_estimate_counts_each_optimizers_state_from_its_registry_
     for name, tensors in (("sgd", 1), ("lion", 1), ("adamw", 2), ("lamb", 2)):
         config.optimizer.name = name
         assert checkpoint_bytes(config, 4) == params * 4 * (1 + tensors)
+
+
+def test_preflight_says_where_mlflow_will_log(write_recipe, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    port = free_port()  # nothing listens there
+    code, lines, _ = _preflight(write_recipe(), f"loggers.mlflow.tracking_uri=http://127.0.0.1:{port}")
+    assert code == 0  # a warning, not a failure: the run would go on with a local store
+    assert lines["MLflow"].startswith("[  !!]") and f"127.0.0.1:{port} is unreachable" in lines["MLflow"]
+    assert "the run will log to runs/tiny/mlruns instead" in lines["MLflow"]

@@ -9,10 +9,13 @@ from types import SimpleNamespace
 
 import pytest
 
+from callbacks.metrics_table import MetricsTable
 from callbacks.top_k import kept_checkpoints
 from rsb_composer.config import load_config
-from rsb_composer.run_folder import METRIC_KEYS
+from rsb_composer.run_folder import COLUMNS, GPU_ONLY_KEYS, METRIC_KEYS
 from tests.helpers import TRAIN_PY, cli, run
+
+CPU_KEYS = tuple(k for k in METRIC_KEYS if k not in GPU_ONLY_KEYS)  # every key a CPU run reports
 
 EMA = "algorithms.ema={half_life: 4ba, update_interval: 1ba}"
 
@@ -39,12 +42,35 @@ def _wandb_records(run_dir):
                 history.update(_key(item) for item in record.history.item)
             elif kind == "summary":
                 summary.update({_key(item): float(item.value_json) for item in record.summary.update
-                                if _key(item) in METRIC_KEYS})
+                                if _key(item) in CPU_KEYS})
             elif kind == "run":
                 run_id = record.run.run_id
                 config.update(item.key for item in record.run.config.update)
         runs.append(SimpleNamespace(history=history, summary=summary, run_id=run_id, config=config))
     return runs
+
+
+def test_an_older_metrics_csv_without_the_perf_columns_is_read_and_resumed(tmp_path):
+    path = tmp_path / "metrics.csv"
+    old = ["epoch", "train/loss", "train/acc1", "train/acc5", "train/lr", "val/loss", "val/acc1", "val/acc5"]
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerows([old, ["1", "2.1", "0.3", "0.8", "0.1", "1.9", "0.35", "0.9"],
+                          ["2", "1.8", "0.4", "0.9", "0.09", "1.6", "0.45", "0.95"]])
+    table = MetricsTable(path)
+    state = SimpleNamespace(timestamp=SimpleNamespace(epoch=1, batch_in_epoch=0), max_duration=None)
+    table.fit_start(state, logger=None)  # resumed from epoch 1's checkpoint: epoch 2 runs again
+    table.log_metrics({"train/loss": 1.7, "val/acc1": 0.5, "perf/images_per_sec": 900.0, "perf/data_wait": 0.25})
+    state.timestamp.epoch = 2
+    table.epoch_checkpoint(state, logger=None)
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+    assert tuple(reader.fieldnames) == COLUMNS
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert rows[0]["val/acc1"] == "0.35" and rows[0]["perf/data_wait"] == ""  # the old row, as it was
+    assert rows[1]["val/acc1"] == "0.5" and rows[1]["perf/data_wait"] == "0.25"
+    assert rows[1]["perf/images_per_sec"] == "900"
 
 
 @pytest.mark.slow
@@ -62,19 +88,19 @@ def test_metrics_everywhere_wandb_offline_resume_plots_eval_and_export(write_rec
 
     with open(run_dir / "metrics.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert [r["epoch"] for r in rows] == ["1", "2"] and all(rows[-1][k] != "" for k in METRIC_KEYS)
+    assert [r["epoch"] for r in rows] == ["1", "2"] and all(rows[-1][k] != "" for k in CPU_KEYS)
     log_text = (run_dir / "logs" / "train_rank0.log").read_text()
-    assert all(f"{key}=" in log_text for key in METRIC_KEYS)
+    assert all(f"{key}=" in log_text for key in CPU_KEYS)
     assert "run time left" in log_text
 
     wandb_runs = _wandb_records(run_dir)
     assert len(wandb_runs) == 2 and wandb_runs[0].run_id == wandb_runs[1].run_id  # the resume continued it
     assert wandb_runs[0].run_id == (run_dir / "wandb_run_id").read_text().strip()
     for wandb_run in wandb_runs:
-        assert set(METRIC_KEYS) <= wandb_run.history
+        assert set(CPU_KEYS) <= wandb_run.history
         assert {"model", "data", "optimizer", "algorithms"} <= wandb_run.config  # the resolved config
     last = wandb_runs[-1].summary
-    assert set(last) == set(METRIC_KEYS)
+    assert set(last) == set(CPU_KEYS)
     assert last["val/acc1"] == pytest.approx(float(rows[-1]["val/acc1"]), abs=1e-5)
 
     for name in ("curves.png", "lr.png"):

@@ -13,16 +13,19 @@ from rsb_composer.config.schema import (
     DataConfig,
     LoggersConfig,
     LossConfig,
+    MlflowConfig,
     ModelConfig,
     OptimizerConfig,
     SchedulerConfig,
     SyntheticConfig,
+    TensorboardConfig,
     ToyConfig,
     WandbConfig,
 )
 
 __all__ = [
     "CheckpointsConfig", "Choices", "Config", "ConfigError", "DataConfig", "LoggersConfig", "LossConfig",
-    "ModelConfig", "OptimizerConfig", "SchedulerConfig", "SyntheticConfig", "ToyConfig", "WandbConfig",
-    "apply_override", "check", "check_choice", "check_time", "load_config", "options_set_but_unread",
+    "MlflowConfig", "ModelConfig", "OptimizerConfig", "SchedulerConfig", "SyntheticConfig", "TensorboardConfig",
+    "ToyConfig", "WandbConfig", "apply_override", "check", "check_choice", "check_time", "load_config",
+    "options_set_but_unread",
 ]

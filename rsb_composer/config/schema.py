@@ -113,8 +113,23 @@ class WandbConfig:
 
 
 @dataclass
+class TensorboardConfig:
+    """TensorBoard event files in ``run_dir/tensorboard/`` (``loggers.tensorboard: {}``); no options yet."""
+
+
+@dataclass
+class MlflowConfig:
+    tracking_uri: str | None = None  # http(s)://server:port, databricks, ...; default: a file store in run_dir/mlruns
+    experiment: str | None = None  # default: rsb-composer
+    run_name: str | None = None  # default: run_name
+
+
+@dataclass
 class LoggersConfig:
-    wandb: WandbConfig | None = None  # present means on; offline by itself without a key or network
+    # Each tracker: present means on (``{}`` for its defaults), null or absent off.
+    wandb: WandbConfig | None = None  # offline by itself without a key or network
+    tensorboard: TensorboardConfig | None = None  # needs the [tensorboard] extra
+    mlflow: MlflowConfig | None = None  # needs the [mlflow] extra; a local store when the server is unreachable
 
 
 @dataclass

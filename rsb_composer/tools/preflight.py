@@ -91,7 +91,7 @@ def _scale(config: Config, world_size: int) -> Check:
 
 
 def _wandb(config: Config) -> Check:
-    from rsb_composer.run_loggers import wandb_offline_reason
+    from rsb_composer.loggers.wandb_run import wandb_offline_reason
 
     if config.loggers.wandb is None:
         return Check(OK, "W&B", "off (add loggers.wandb.project=NAME to log to W&B)")
@@ -99,6 +99,20 @@ def _wandb(config: Config) -> Check:
     if reason is None:
         return Check(OK, "W&B", f"online, project {config.loggers.wandb.project}")
     return Check(WARN, "W&B", f"will log offline ({reason}); sync later with `wandb sync`")
+
+
+def _mlflow(config: Config) -> Check:
+    from rsb_composer.loggers.mlflow_run import tracking_uri, unreachable_reason
+    from rsb_composer.run_folder import RunFolder
+
+    if config.loggers.mlflow is None:
+        return Check(OK, "MLflow", "off (add 'loggers.mlflow={}' to log to MLflow)")
+    run = RunFolder(Path(config.run_dir or "."))
+    uri = tracking_uri(config.loggers.mlflow, run)
+    reason = unreachable_reason(uri)
+    if reason is None:
+        return Check(OK, "MLflow", f"logging to {uri}")
+    return Check(WARN, "MLflow", f"{reason}: the run will log to {run.mlruns} instead")
 
 
 def checkpoint_bytes(config: Config, num_classes: int) -> int:
@@ -162,6 +176,7 @@ def run_preflight(path: str, overrides: Sequence[str], world_size: int, batches:
     report(_devices(config))
     report(_scale(config, world_size))
     report(_wandb(config))
+    report(_mlflow(config))
     num_classes = config.model.num_classes or (loaders.num_classes if loaders is not None else 1000)
     report(_disk(config, num_classes))
     if loaders is not None:

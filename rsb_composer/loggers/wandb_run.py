@@ -1,4 +1,4 @@
-"""Logger destinations of a run: metrics.csv, plots, the progress bar and Weights & Biases.
+"""Weights & Biases, through Composer's WandBLogger.
 
 W&B never blocks a run: without an API key, with WANDB_MODE=offline or without a network it logs offline into
 ``run_dir/wandb`` (sync later with ``wandb sync``), saying so once. The W&B run id is kept in the run folder, so
@@ -14,12 +14,10 @@ import secrets
 import socket
 from typing import Any
 
-from composer.loggers import LoggerDestination, ProgressBarLogger, WandBLogger
+from composer.loggers import WandBLogger
 from composer.utils import dist
 
-from callbacks.metrics_table import MetricsTable
-from callbacks.plots import RunPlots
-from rsb_composer.config import Config
+from rsb_composer.config import WandbConfig
 from rsb_composer.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -39,32 +37,6 @@ class LocalCheckpointWandBLogger(WandBLogger):
     def download_file(self, remote_file_name: str, destination: str, overwrite: bool = False,
                       progress_bar: bool = True) -> None:
         raise FileNotFoundError(f"{remote_file_name}: checkpoints are not stored in W&B")
-
-
-class MetricsProgressBar(ProgressBarLogger):
-    """Composer's progress bar (batches/s, the epoch's ETA) showing the latest step loss and val/acc1."""
-
-    SHOWN = ("train/loss", "val/acc1")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._val_acc1: float | None = None
-
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        shown: dict[str, Any] = {}
-        if "loss/train/total" in metrics:
-            shown["train/loss"] = float(metrics["loss/train/total"])
-        if "val/acc1" in metrics:
-            self._val_acc1 = float(metrics["val/acc1"])
-        if self._val_acc1 is not None:
-            shown["val/acc1"] = self._val_acc1
-        if shown:
-            # Composer's bars keep only keys containing 'loss/train' or 'eval', whether built new or restored
-            # from a checkpoint's progress-bar state, and would drop ours.
-            for bar in (self.train_pbar, self.eval_pbar):
-                if bar is not None:
-                    bar.keys_to_log = list(self.SHOWN)
-            self.log_to_pbar(shown)
 
 
 def wandb_offline_reason() -> str | None:
@@ -88,37 +60,24 @@ def wandb_offline_reason() -> str | None:
 
 def wandb_run_id(run: RunFolder) -> str:
     """The W&B run id of this run folder, created on the first start and reused on every resume."""
-    path = run.root / "wandb_run_id"
-    if not path.exists():
-        path.write_text(secrets.token_hex(4) + "\n")
-    return path.read_text().strip()
+    if not run.wandb_run_id.exists():
+        run.wandb_run_id.write_text(secrets.token_hex(4) + "\n")
+    return run.wandb_run_id.read_text().strip()
 
 
-def build_wandb(config: Config, run: RunFolder) -> WandBLogger:
-    cfg = config.loggers.wandb
-    assert cfg is not None
+def build_wandb(cfg: WandbConfig, run: RunFolder, run_name: str, resolved: dict[str, Any]) -> tuple[WandBLogger, str]:
+    """The logger and where it writes; ``resolved`` (the resolved config) becomes the W&B run config."""
     rank_zero = dist.get_global_rank() == 0  # only rank 0 starts a W&B run (rank_zero_only)
-    init_kwargs: dict[str, Any] = {
-        "id": wandb_run_id(run) if rank_zero else None,
-        "resume": "allow",
-        "dir": str(run.root),
-        "config": config.to_dict(),
-    }
+    run_id = wandb_run_id(run) if rank_zero else None
+    init_kwargs: dict[str, Any] = {"id": run_id, "resume": "allow", "dir": str(run.root), "config": resolved}
     reason = wandb_offline_reason() if rank_zero else None
+    where = f"project {cfg.project}, run {run_id}"
     if reason is not None:
         if reason != "WANDB_MODE=disabled":
             init_kwargs["mode"] = "offline"
+        where = f"offline in {run.root / 'wandb'} (run {run_id})"
         log.warning("W&B: logging offline to %s (%s); upload later with `wandb sync %s/wandb/offline-run-*`",
                     run.root / "wandb", reason, run.root)
-    return LocalCheckpointWandBLogger(project=cfg.project, name=cfg.name, entity=cfg.entity, group=cfg.group,
-                                      tags=cfg.tags or None, init_kwargs=init_kwargs)
-
-
-def build_loggers(config: Config, run: RunFolder, progress_bar: bool) -> list[LoggerDestination]:
-    """Order matters: the table writes metrics.csv at EPOCH_CHECKPOINT before the plots read it."""
-    loggers: list[LoggerDestination] = [MetricsTable(run.metrics_csv), RunPlots(run.plots, run.metrics_csv)]
-    if progress_bar:
-        loggers.append(MetricsProgressBar())
-    if config.loggers.wandb is not None:
-        loggers.append(build_wandb(config, run))
-    return loggers
+    logger = LocalCheckpointWandBLogger(project=cfg.project, name=cfg.name or run_name, entity=cfg.entity,
+                                        group=cfg.group, tags=cfg.tags or None, init_kwargs=init_kwargs)
+    return logger, where
