@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 import torchvision
 
-from rsb_composer.checkpoints.safe_load import load_checkpoint_file, model_weights
+from rsb_composer.checkpoints.safe_load import NetworkWeights, read_network
 from rsb_composer.config import ConfigError
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
@@ -34,13 +34,14 @@ def to_torchvision(weights: dict[str, torch.Tensor], arch: str | None = None) ->
 
 
 def export_checkpoint(checkpoint_path: str | Path, out_path: str | Path, arch: str | None = None,
-                      use_ema: bool = True, trust: bool = False) -> tuple[str, int, bool]:
-    """Write the checkpoint's network as a plain torchvision state_dict; returns (arch, num_classes, is_ema)."""
-    weights, is_ema = model_weights(load_checkpoint_file(checkpoint_path, trust=trust), prefer_ema=use_ema)
-    arch, num_classes = to_torchvision(weights, arch)
+                      use_ema: bool = True, trust: bool = False) -> tuple[str, int, NetworkWeights]:
+    """Write the checkpoint's network as a plain torchvision state_dict; returns (arch, num_classes, what was
+    read: EMA or not, and any evaluation scale folded into the weights)."""
+    network = read_network(checkpoint_path, trust=trust, prefer_ema=use_ema)
+    arch, num_classes = to_torchvision(network.weights, arch)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".tmp")
-    torch.save({k: v.contiguous() for k, v in weights.items()}, tmp)
+    torch.save({k: v.contiguous() for k, v in network.weights.items()}, tmp)
     tmp.replace(out_path)
-    return arch, num_classes, is_ema
+    return arch, num_classes, network
