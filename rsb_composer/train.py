@@ -38,14 +38,17 @@ from rsb_composer.algorithms import NETWORK_ALGORITHMS, build_algorithms, channe
 from rsb_composer.checkpoints.resume import (  # noqa: E402
     check_resume_classes,
     check_resume_geometry,
+    has_own_checkpoint,
     reconcile_resume,
     repair_latest,
     resumed_run_settings,
 )
-from rsb_composer.checkpoints.safe_load import load_checkpoint_file, load_network, model_weights  # noqa: E402
+from rsb_composer.checkpoints.safe_load import load_network, read_network  # noqa: E402
 from rsb_composer.checkpoints.saving import save_arguments  # noqa: E402
+from rsb_composer.checkpoints.warm_start import warm_start  # noqa: E402
 from rsb_composer.config import Config, ConfigError  # noqa: E402
 from rsb_composer.data import build_eval_loader, build_loaders  # noqa: E402
+from rsb_composer.data.batching import AUTO, resolve_batching  # noqa: E402
 from rsb_composer.devices import resolve_device, resolve_precision  # noqa: E402
 from rsb_composer.model import build_model, convert_sync_batchnorm, prepare_compile  # noqa: E402
 from rsb_composer.optim import build_optimizer, scaled_lr  # noqa: E402
@@ -81,8 +84,12 @@ def build_trainer(config: Config) -> Trainer:
     reproducibility.seed_all(config.seed)
     device = resolve_device()
     world_size = dist.get_world_size()
+    data, geometry = resolve_batching(config.data, world_size)
+    if geometry.microbatch_size == AUTO and device != "gpu":
+        raise ConfigError(f"data.microbatch_size={AUTO}: Composer's out-of-memory back-off needs GPUs; on the CPU give "
+                          f"a number of images (a divisor of the per-device batch of {geometry.per_device})")
 
-    loaders = build_loaders(config.data, config.seed, config.model.num_classes,
+    loaders = build_loaders(data, config.seed, config.model.num_classes,
                             channels_last=channels_last_on(config.algorithms),
                             bad_log=run.bad_images(dist.get_global_rank()))
     num_classes = config.model.num_classes or loaders.num_classes
@@ -91,15 +98,19 @@ def build_trainer(config: Config) -> Trainer:
     config.model.num_classes = num_classes
 
     model = build_model(config.model, num_classes, config.loss)
+    if config.model.init_from and has_own_checkpoint(run):
+        log.warning("model.init_from=%s ignored: this run resumes from its own checkpoint in %s (autoresume wins)",
+                    config.model.init_from, run.checkpoints)
+    elif config.model.init_from:
+        warm_start(model.module, config.model.init_from, config.model.arch)
     if config.model.compile:
         prepare_compile()
     if config.model.sync_batchnorm and world_size > 1 and device == "gpu":
         model.module = convert_sync_batchnorm(model.module)
 
-    global_batch = config.data.batch_size * world_size
+    global_batch = geometry.global_batch
     lr = scaled_lr(config.optimizer, global_batch)
-    log.info("global batch %d (%d per device x %d devices): LR %.6g = %.6g x %d / %d", global_batch,
-             config.data.batch_size, world_size, lr, config.optimizer.lr, global_batch,
+    log.info("%s: LR %.6g = %.6g x %d / %d", geometry.describe(), lr, config.optimizer.lr, global_batch,
              config.optimizer.reference_batch_size)
     optimizer = build_optimizer(model, config.optimizer, lr)
     scheduler = build_scheduler(optimizer, config.scheduler, config.max_duration, len(loaders.train))
@@ -112,7 +123,7 @@ def build_trainer(config: Config) -> Trainer:
         repair_latest(run.checkpoints)
     progress_bar = config.progress_bar and sys.stderr.isatty()
 
-    return Trainer(
+    trainer = Trainer(
         run_name=config.run_name,
         model=model,
         train_dataloader=loaders.spec(loaders.train),
@@ -122,6 +133,7 @@ def build_trainer(config: Config) -> Trainer:
         optimizers=optimizer,
         schedulers=scheduler,
         step_schedulers_every_batch=True,
+        device_train_microbatch_size=geometry.microbatch_size,
         algorithms=build_algorithms(config.algorithms),
         callbacks=[ClassificationMetrics(num_classes), SamplerEpoch(), RuntimeEstimator(time_unit="seconds"),
                    DivergenceGuard(run.latest_checkpoint), Preemption(run.checkpoints, checkpoint_name),
@@ -138,6 +150,12 @@ def build_trainer(config: Config) -> Trainer:
         compile_config={} if config.model.compile else None,
         **save_arguments(config.checkpoints, run),
     )
+    try:
+        check_resume_geometry(trainer, global_batch, world_size)
+    except ConfigError:
+        trainer.close()
+        raise
+    return trainer
 
 
 def build_eval_trainer(config: Config, checkpoint: str | Path, trust: bool = False) -> Trainer:
@@ -147,10 +165,13 @@ def build_eval_trainer(config: Config, checkpoint: str | Path, trust: bool = Fal
     weights (EMA's when it has them, as training evaluated them), read without running pickled code unless
     ``trust``. Only the val split is read: the classes come from the train split's folder names.
     """
-    weights, _ = model_weights(load_checkpoint_file(checkpoint, trust=trust), prefer_ema=True)
+    network = read_network(checkpoint, trust=trust, prefer_ema=True)
+    if network.folded:
+        log.warning("%s was %s", checkpoint, network.folded)
     reproducibility.seed_all(config.seed)
     device = resolve_device()
-    loaders = build_eval_loader(config.data, config.seed, config.model.num_classes,
+    data, _ = resolve_batching(config.data, dist.get_world_size())
+    loaders = build_eval_loader(data, config.seed, config.model.num_classes,
                                 channels_last=channels_last_on(config.algorithms))
     num_classes = config.model.num_classes or loaders.num_classes
     config.model.num_classes = num_classes
@@ -161,7 +182,7 @@ def build_eval_trainer(config: Config, checkpoint: str | Path, trust: bool = Fal
         progress_bar=False, log_to_console=False, device=device,
         precision=resolve_precision(config.precision, device), seed=config.seed,
     )
-    load_network(trainer.state.model.module, weights, checkpoint)
+    load_network(trainer.state.model.module, network.weights, checkpoint)
     return trainer
 
 
@@ -184,7 +205,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_recipe(args.config, args.overrides)
         trainer = build_trainer(config)
-        check_resume_geometry(trainer, config.data.batch_size * dist.get_world_size())
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
