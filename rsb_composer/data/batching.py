@@ -93,7 +93,7 @@ def batch_geometry(cfg: DataConfig, world_size: int) -> BatchGeometry:
     micro = cfg.microbatch_size
     if micro is None or (micro != AUTO and int(micro) >= per_device):
         micro = per_device  # one pass per step (a microbatch larger than the device's batch is the whole batch)
-    elif per_device % int(micro):
+    elif micro != AUTO and per_device % int(micro):
         divisors = [d for d in range(int(micro), 0, -1) if per_device % d == 0][:3]
         raise ConfigError(
             f"data.microbatch_size={micro} does not divide the per-device batch of {per_device} ({origin}); use a "
