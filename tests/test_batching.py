@@ -155,7 +155,8 @@ def test_one_and_two_processes_train_the_same_schedule_and_a_run_moves_from_one_
     _composer(2, recipe, tmp_path / "two", "max_duration=2ep")
     _composer(1, recipe, tmp_path / "moved", "max_duration=1ep")
     moved = _composer(2, recipe, tmp_path / "moved", "max_duration=2ep")
-    assert "resuming at the end of epoch 1 on 2 devices (saved by 1): global batch 16 kept" in moved.stdout + moved.stderr
+    said = moved.stdout + moved.stderr
+    assert "resuming at the end of epoch 1 on 2 devices (saved by 1): global batch 16 kept" in said
     one = _steps(tmp_path / "one")
     assert one[0] == ["ep1-ba4-rank0.pt", "ep2-ba8-rank0.pt"]
     assert _steps(tmp_path / "two") == one
