@@ -91,7 +91,9 @@ class MixUpOrCutMix(Algorithm):
     """Per batch, either Composer's MixUp or its CutMix (never both), chosen with ``switch_prob`` for cutmix.
 
     Both Composer algorithms act on the same events (BEFORE_FORWARD mixes the inputs, BEFORE_LOSS the
-    targets), so the choice made at BEFORE_FORWARD is kept for the rest of the batch's events.
+    targets), so the choice made at BEFORE_FORWARD is kept for the rest of the batch's events. With
+    ``data.microbatch_size`` Composer runs those events once per microbatch (``state.batch`` is the microbatch),
+    so each microbatch gets its own choice and pairs its own images, as each GPU's batch does in timm.
     """
 
     def __init__(self, mixup: ca.MixUp, cutmix: ca.CutMix, switch_prob: float = MIXUP_CUTMIX_SWITCH_PROB):

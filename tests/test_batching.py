@@ -161,3 +161,30 @@ def test_one_and_two_processes_train_the_same_schedule_and_a_run_moves_from_one_
     assert one[0] == ["ep1-ba4-rank0.pt", "ep2-ba8-rank0.pt"]
     assert _steps(tmp_path / "two") == one
     assert _steps(tmp_path / "moved") == one
+
+
+def test_mixup_or_cutmix_chooses_and_mixes_within_each_microbatch(write_recipe, tmp_path):
+    """Composer runs the forward events once per microbatch with state.batch set to it: each microbatch gets one
+    choice (kept from its BEFORE_FORWARD to its BEFORE_LOSS) and mixes its own images and labels."""
+    from composer.core import Event
+
+    from rsb_composer.algorithms import MixUpOrCutMix
+
+    config = load_recipe(write_recipe(), [f"run_dir={tmp_path / 'run'}", "max_duration=1ba", "data.batch_size=null",
+                                          "data.global_batch_size=8", "data.microbatch_size=4"])
+    trainer = train.build_trainer(config)
+    mixing = next(a for a in trainer.state.algorithms if isinstance(a, MixUpOrCutMix))
+    seen = []
+    original = mixing.apply
+
+    def spy(event, state, logger):
+        original(event, state, logger)
+        seen.append((event, mixing.active, len(state.batch[0])))
+
+    mixing.apply = spy
+    trainer.fit()
+    trainer.close()
+    events = [(event, size) for event, _, size in seen if event in (Event.BEFORE_FORWARD, Event.BEFORE_LOSS)]
+    assert events == [(Event.BEFORE_FORWARD, 4), (Event.BEFORE_LOSS, 4)] * 2
+    chosen = [active for event, active, _ in seen if event in (Event.BEFORE_FORWARD, Event.BEFORE_LOSS)]
+    assert chosen[0] is chosen[1] and chosen[2] is chosen[3]
