@@ -188,3 +188,23 @@ def test_mixup_or_cutmix_chooses_and_mixes_within_each_microbatch(write_recipe, 
     assert events == [(Event.BEFORE_FORWARD, 4), (Event.BEFORE_LOSS, 4)] * 2
     chosen = [active for event, active, _ in seen if event in (Event.BEFORE_FORWARD, Event.BEFORE_LOSS)]
     assert chosen[0] is chosen[1] and chosen[2] is chosen[3]
+
+
+def test_microbatch_auto_goes_to_composer_on_a_gpu(write_recipe, tmp_path, monkeypatch):
+    """No GPU here: the device is reported as one and Composer's Trainer replaced by a recorder, to check that
+    `auto` reaches Composer's device_train_microbatch_size (its out-of-memory back-off) with the per-device batch."""
+    class Recorded(Exception):
+        pass
+
+    def recorder(**kwargs):
+        raise Recorded(kwargs)
+
+    monkeypatch.setattr(train, "resolve_device", lambda: "gpu")
+    monkeypatch.setattr(train, "Trainer", recorder)
+    config = load_recipe(write_recipe(), [f"run_dir={tmp_path / 'run'}", "data.batch_size=null",
+                                          "data.global_batch_size=16", "data.microbatch_size=auto"])
+    with pytest.raises(Recorded) as recorded:
+        train.build_trainer(config)
+    kwargs = recorded.value.args[0]
+    assert kwargs["device_train_microbatch_size"] == "auto" and kwargs["device"] == "gpu"
+    assert kwargs["train_dataloader"].dataloader.batch_size == 16

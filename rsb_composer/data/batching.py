@@ -98,8 +98,9 @@ def batch_geometry(cfg: DataConfig, world_size: int) -> BatchGeometry:
         raise ConfigError(
             f"data.microbatch_size={micro} does not divide the per-device batch of {per_device} ({origin}); use a "
             f"divisor of {per_device}, e.g. {', '.join(map(str, divisors))}")
-    # An evaluation pass needs less memory than a training microbatch of the same size.
-    default_eval = per_device if micro == AUTO else int(micro)
+    # An evaluation pass needs less memory than a training microbatch of the same size; with "auto" the
+    # microbatch is found only on the GPU, so evaluation takes at most the default per-device batch.
+    default_eval = min(per_device, DEFAULT_BATCH_SIZE) if micro == AUTO else int(micro)
     eval_batch = cfg.eval_batch_size if cfg.eval_batch_size is not None else default_eval
     return BatchGeometry(world_size=world_size, per_device=per_device, microbatch_size=micro,
                          eval_batch_size=eval_batch, global_fixed=cfg.global_batch_size is not None)
