@@ -39,29 +39,28 @@ def _lr_schedule(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from rsb_composer.run_folder import format_metrics
-    from rsb_composer.train import build_eval_trainer
+    from rsb_composer.tools.evaluate import evaluate, parse_resolutions, print_report
 
+    resolutions = parse_resolutions(args.resolutions) if args.resolutions else None
     config = _recipe(args)
-    trainer = build_eval_trainer(config, args.checkpoint, trust=args.trust_checkpoint)
-    trainer.eval()
-    metrics = {f"val/{name}": float(metric.compute()) for name, metric in trainer.state.eval_metrics["eval"].items()}
-    trainer.close()
-    print(format_metrics(metrics, digits=6))
+    result, notice = evaluate(config, args.checkpoint, trust=args.trust_checkpoint, resolutions=resolutions,
+                              split_dir=args.split_dir, real_labels=args.real_labels, tta=args.tta)
+    print_report(result, notice, as_json=args.json)
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    from rsb_composer.checkpoints.export import export_checkpoint
+    from rsb_composer.checkpoints.export import FORMATS, export_checkpoint
+    from rsb_composer.checkpoints.hub_export import recipe_for
 
-    arch, num_classes, network = export_checkpoint(args.checkpoint, args.out, arch=args.arch,
-                                                   use_ema=not args.no_ema, trust=args.trust_checkpoint)
+    recipe = recipe_for(args.checkpoint, args.config) if FORMATS.pick(args.format).needs_recipe else None
+    network, how = export_checkpoint(args.checkpoint, args.out, args.format, arch=args.arch, use_ema=not args.no_ema,
+                                     trust=args.trust_checkpoint, recipe=recipe)
     if network.folded:
         print(f"note: {args.checkpoint} was {network.folded}")
     weights = "EMA weights" if network.is_ema else "weights"
-    print(f"wrote {args.out}: torchvision {arch} {weights}, {num_classes} classes; load with "
-          f"torchvision.models.{arch}(num_classes={num_classes}).load_state_dict(torch.load({str(args.out)!r}, "
-          f"weights_only=True))")
+    print(f"wrote {args.out} ({args.format}): {network.arch} {weights}, {network.num_classes} classes; load with "
+          f"{how}")
     return 0
 
 
@@ -167,17 +166,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png", default=None, help="also draw the per-step LR curve into this PNG file")
     p.set_defaults(func=_lr_schedule)
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint on the val split (EMA weights when it has them)")
+    p = sub.add_parser("eval", help="evaluate a checkpoint: val split or another folder, ReaL labels, test "
+                                     "resolutions, flip TTA (EMA weights when it has them)")
     p.add_argument("config", help="the recipe the checkpoint was trained with (its algorithms shape the network)")
     p.add_argument("checkpoint", help="a Composer checkpoint (.pt / .ckpt)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.path=/fsx/imagenet")
+    p.add_argument("--real-labels", default=None, metavar="FILE",
+                   help="ImageNet-ReaL's real.json: also report real/acc1 (images without valid labels left out)")
+    p.add_argument("--split-dir", default=None, metavar="DIR",
+                   help="evaluate this folder instead of the val split (class folders named by class or by class "
+                        "index, as ImageNet-V2's 0..999)")
+    p.add_argument("--resolutions", default=None, metavar="R1,R2,...",
+                   help="test resolutions, one row each (default: data.eval_resolution; data.crop_pct kept)")
+    p.add_argument("--tta", default="none", metavar="hflip",
+                   help="test-time augmentation: hflip averages the logits of each image and its mirror")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object on stdout (the table goes to stderr)")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="load a checkpoint that needs more than tensors and Composer's plain types (runs its code)")
     p.set_defaults(func=_eval)
 
-    p = sub.add_parser("export", help="write a checkpoint's network as a plain torchvision state_dict")
+    p = sub.add_parser("export", help="write a checkpoint's network for torchvision, safetensors, or timm and the "
+                                       "Hugging Face Hub")
     p.add_argument("checkpoint", help="a Composer checkpoint (.pt / .ckpt)")
-    p.add_argument("out", help="output file, e.g. resnet50.pth")
+    p.add_argument("out", help="output file (torch: resnet50.pth, safetensors: resnet50.safetensors) or folder (timm)")
+    p.add_argument("--format", default="torch", metavar="torch|safetensors|timm",
+                   help="torch: torchvision state_dict (torch.save); safetensors: the same tensors, no pickle; timm: "
+                        "a folder with model.safetensors, config.json and README.md (default: torch)")
+    p.add_argument("--config", default=None, metavar="RECIPE",
+                   help="timm: the recipe it was trained with, for config.json's resolution, crop and interpolation "
+                        "(default: the run folder's config.yaml, two levels above the checkpoint)")
     p.add_argument("--arch", default=None, help="torchvision architecture (default: found from the weights)")
     p.add_argument("--no-ema", action="store_true", help="export the training weights even if EMA weights exist")
     p.add_argument("--trust-checkpoint", action="store_true",

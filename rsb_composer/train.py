@@ -21,7 +21,9 @@ import logging  # noqa: E402
 import warnings  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
+import torch  # noqa: E402
 from composer import Trainer  # noqa: E402
 from composer.callbacks import RuntimeEstimator  # noqa: E402
 from composer.utils import dist, reproducibility  # noqa: E402
@@ -43,7 +45,7 @@ from rsb_composer.checkpoints.resume import (  # noqa: E402
     repair_latest,
     resumed_run_settings,
 )
-from rsb_composer.checkpoints.safe_load import load_network, read_network  # noqa: E402
+from rsb_composer.checkpoints.safe_load import load_network, read_weights  # noqa: E402
 from rsb_composer.checkpoints.saving import save_arguments  # noqa: E402
 from rsb_composer.checkpoints.warm_start import warm_start  # noqa: E402
 from rsb_composer.config import Config, ConfigError  # noqa: E402
@@ -165,24 +167,34 @@ def build_eval_trainer(config: Config, checkpoint: str | Path, trust: bool = Fal
     weights (EMA's when it has them, as training evaluated them), read without running pickled code unless
     ``trust``. Only the val split is read: the classes come from the train split's folder names.
     """
-    network = read_network(checkpoint, trust=trust, prefer_ema=True)
-    if network.folded:
-        log.warning("%s was %s", checkpoint, network.folded)
+    found = read_weights(checkpoint, trust=trust, prefer_ema=True)
+    if found.folded:
+        log.warning("%s was %s", checkpoint, found.folded)
     reproducibility.seed_all(config.seed)
-    device = resolve_device()
     data, _ = resolve_batching(config.data, dist.get_world_size())
     loaders = build_eval_loader(data, config.seed, config.model.num_classes,
                                 channels_last=channels_last_on(config.algorithms))
-    num_classes = config.model.num_classes or loaders.num_classes
-    config.model.num_classes = num_classes
+    return build_eval_network(config, found.weights, checkpoint, loaders.num_classes, loaders.spec(loaders.eval))
+
+
+def build_eval_network(config: Config, weights: dict[str, torch.Tensor], source: str | Path, num_classes: int,
+                       eval_dataloader: Any = None) -> Trainer:
+    """A trainer holding the recipe's network with ``weights`` (read from ``source``) and no training state.
+
+    The algorithms that change the network (BlurPool, channels-last, ...) shape it, as in training; a checkpoint
+    of another network is refused with what differs. ``eval_dataloader``: what ``trainer.eval()`` reads, if any.
+    """
+    reproducibility.seed_all(config.seed)
+    device = resolve_device()
+    config.model.num_classes = config.model.num_classes or num_classes
     shaping = {name: args for name, args in config.algorithms.items() if name in NETWORK_ALGORITHMS}
     trainer = Trainer(
-        run_name=config.run_name, model=build_model(config.model, num_classes, config.loss),
-        eval_dataloader=loaders.spec(loaders.eval), algorithms=build_algorithms(shaping), loggers=[],
+        run_name=config.run_name, model=build_model(config.model, config.model.num_classes, config.loss),
+        eval_dataloader=eval_dataloader, algorithms=build_algorithms(shaping), loggers=[],
         progress_bar=False, log_to_console=False, device=device,
         precision=resolve_precision(config.precision, device), seed=config.seed,
     )
-    load_network(trainer.state.model.module, network.weights, checkpoint)
+    load_network(trainer.state.model.module, weights, source)
     return trainer
 
 

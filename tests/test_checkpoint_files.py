@@ -1,6 +1,7 @@
 """Reading checkpoints outside training: ``eval`` and ``export`` refuse files that are not checkpoints or would
 run code, and ``eval`` needs the val split only (class names from the train split's folders)."""
 
+import json
 import os
 import shutil
 
@@ -14,7 +15,9 @@ TOY = ToyConfig(num_classes=4, train_per_class=16, val_per_class=6, image_size=4
 
 
 def _printed(out: str) -> dict[str, float]:
-    return {key: float(value) for key, value in (item.split("=") for item in out.split())}
+    """The one row of ``eval --json``'s object, without the resolution."""
+    (row,) = json.loads(out.splitlines()[-1])["results"]
+    return {key: value for key, value in row.items() if key != "resolution"}
 
 
 def test_eval_and_export_refuse_a_checkpoint_that_would_run_code(tmp_path, write_recipe, capsys):
@@ -56,9 +59,10 @@ def test_eval_reads_no_train_images(toy_dir, write_recipe, tmp_path, capsys):
         (sparse / "train" / folder.name).mkdir(parents=True)
         shutil.copy(next(folder.iterdir()), sparse / "train" / folder.name)
     capsys.readouterr()
-    assert cli.main(["eval", str(recipe), str(checkpoint)]) == 0
+    assert cli.main(["eval", str(recipe), str(checkpoint), "--json"]) == 0
     expected = _printed(capsys.readouterr().out)
-    assert cli.main(["eval", str(recipe), str(checkpoint), "data.source=imagefolder", f"data.path={sparse}"]) == 0
+    assert cli.main(["eval", str(recipe), str(checkpoint), "data.source=imagefolder", f"data.path={sparse}",
+                     "--json"]) == 0
     assert _printed(capsys.readouterr().out) == expected
     assert set(expected) == {"val/loss", "val/acc1", "val/acc5"}
 

@@ -127,3 +127,19 @@ def test_lr_schedule_command_prints_the_notes_table_for_a2_sgd(world, capsys):
     notes = [0.005, 0.12875, 0.2525, 0.37625, 0.5, 0.5]
     assert lrs[:6] == pytest.approx([v * world for v in notes])
     assert lrs[-1] < 1e-4 * world and lrs == sorted(lrs[:6]) + sorted(lrs[5:], reverse=True)[1:]
+
+
+def test_the_quickstart_for_one_epoch_runs_inside_its_warmup_with_one_warning(tmp_path, toy_dir, capsys):
+    """max_duration=1ep with 2 warmup epochs used to be refused; it trains, saying once that the run ends inside
+    the warmup (the tiny toy set and ResNet-18 stand in for the quickstart's data and network, for time)."""
+    from rsb_composer import train
+
+    args = [str(RECIPES / "quickstart.yaml"), "max_duration=1ep", f"run_dir={tmp_path / 'qs'}",
+            f"data.path={toy_dir}", f"data.toy={TINY_TOY}", "data.batch_size=8", "data.num_workers=0",
+            "model.arch=resnet18", "progress_bar=false"]
+    assert train.main(args) == 0
+    err = capsys.readouterr().err
+    assert err.count("ends inside the warmup") == 1
+    assert "scheduler.warmup_epochs=2 is not shorter than max_duration=1ep" in err
+    rows = (tmp_path / "qs" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith("1,")

@@ -3,6 +3,7 @@ metrics.csv, W&B offline across a resume), plots, top-k checkpoints, and eval an
 
 import csv
 import glob
+import json
 import sys
 from types import SimpleNamespace
 
@@ -89,8 +90,8 @@ def test_metrics_everywhere_wandb_offline_resume_plots_eval_and_export(write_rec
 
     # eval on the latest checkpoint reproduces the last evaluation (EMA weights, as during training) ...
     latest = run_dir / "checkpoints" / "latest-rank0.pt"
-    out = cli("eval", recipe, latest, EMA, env=env, cwd=tmp_path).stdout
-    printed = dict(item.split("=") for item in out.split())
+    out = cli("eval", recipe, latest, EMA, "--json", env=env, cwd=tmp_path).stdout
+    printed = json.loads(out.splitlines()[-1])["results"][0]
     for key in ("val/loss", "val/acc1", "val/acc5"):
         assert float(printed[key]) == pytest.approx(float(rows[-1][key]), abs=1e-3)
 

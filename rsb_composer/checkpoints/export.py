@@ -1,47 +1,85 @@
-"""Export a checkpoint's network as a plain torchvision state_dict, loadable without this project."""
+"""Export a checkpoint's network for use without this project, in one of the formats ``--format`` picks from.
+
+- ``torch``: a torchvision state_dict through ``torch.save`` (``torch.load(..., weights_only=True)``).
+- ``safetensors``: the same tensors through the safetensors package: no pickle at all, the ecosystem's format.
+- ``timm``: a folder for timm and the Hugging Face Hub (``model.safetensors``, ``config.json``, ``README.md``),
+  see :mod:`rsb_composer.checkpoints.hub_export`.
+
+All three promise a plain ResNet (torchvision's and timm's ResNets have the same parameter names), so a network
+changed by BlurPool is refused.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-import torchvision
 
-from rsb_composer.checkpoints.safe_load import NetworkWeights, read_network
-from rsb_composer.config import ConfigError
-
-RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
-           "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2")
+from rsb_composer.checkpoints.hub_export import write_timm_folder
+from rsb_composer.checkpoints.resnet_weights import Network, read_network
+from rsb_composer.config import Choices, Config, ConfigError
 
 
-def to_torchvision(weights: dict[str, torch.Tensor], arch: str | None = None) -> tuple[str, int]:
-    """Find the torchvision ResNet these weights load into strictly; (arch, num_classes) or a clear error."""
-    if "fc.weight" not in weights:
-        raise ConfigError("the checkpoint holds no ResNet classifier (no fc.weight)")
-    num_classes = int(weights["fc.weight"].shape[0])
-    surgery = sorted({k.split(".")[-1] for k in weights if k.endswith(("filt2d", "blur_filter"))})
-    if surgery:
-        raise ConfigError("the network was changed by BlurPool (blur filters inside), so it is not a plain "
-                          "torchvision ResNet; evaluate it with `rsb-composer eval` instead")
-    for candidate in ([arch] if arch else RESNETS):
-        model = torchvision.models.get_model(candidate, weights=None, num_classes=num_classes)
-        try:
-            model.load_state_dict(weights, strict=True)
-        except RuntimeError:
-            continue
-        return candidate, num_classes
-    raise ConfigError(f"the weights match no torchvision ResNet ({arch or ', '.join(RESNETS)})")
+@dataclass(frozen=True)
+class ExportFormat:
+    # (network, out path, recipe or None) -> how to load what was written, one line for the terminal
+    write: Callable[[Network, Path, Config | None], str]
+    needs_recipe: bool = False  # the format records preprocessing from the recipe (resolution, crop, mean/std)
 
 
-def export_checkpoint(checkpoint_path: str | Path, out_path: str | Path, arch: str | None = None,
-                      use_ema: bool = True, trust: bool = False) -> tuple[str, int, NetworkWeights]:
-    """Write the checkpoint's network as a plain torchvision state_dict; returns (arch, num_classes, what was
-    read: EMA or not, and any evaluation scale folded into the weights)."""
-    network = read_network(checkpoint_path, trust=trust, prefer_ema=use_ema)
-    arch, num_classes = to_torchvision(network.weights, arch)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    torch.save({k: v.contiguous() for k, v in network.weights.items()}, tmp)
-    tmp.replace(out_path)
-    return arch, num_classes, network
+def replace_atomically(out: Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` then rename onto ``out``: a reader never sees half a file."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)  # safetensors creates its files private; an export is meant to be shared
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_torch(network: Network, out: Path, recipe: Config | None) -> str:
+    replace_atomically(out, lambda tmp: torch.save(network.weights, tmp))
+    return (f"torchvision.models.{network.arch}(num_classes={network.num_classes}).load_state_dict("
+            f"torch.load({str(out)!r}, weights_only=True))")
+
+
+def _write_safetensors(network: Network, out: Path, recipe: Config | None) -> str:
+    from safetensors.torch import save_file
+
+    # "format": "pt" is what the Hugging Face libraries look for; the rest says what the tensors are.
+    metadata = {"format": "pt", "arch": network.arch, "num_classes": str(network.num_classes),
+                "weights": "ema" if network.is_ema else "training"}
+    replace_atomically(out, lambda tmp: save_file(network.weights, str(tmp), metadata=metadata))
+    return (f"torchvision.models.{network.arch}(num_classes={network.num_classes}).load_state_dict("
+            f"safetensors.torch.load_file({str(out)!r}))")
+
+
+def _write_timm(network: Network, out: Path, recipe: Config | None) -> str:
+    assert recipe is not None  # needs_recipe
+    return write_timm_folder(network, out, recipe)
+
+
+FORMATS: Choices[ExportFormat] = Choices("--format")
+FORMATS.add("torch", ExportFormat(_write_torch))
+FORMATS.add("safetensors", ExportFormat(_write_safetensors))
+FORMATS.add("timm", ExportFormat(_write_timm, needs_recipe=True))
+
+
+def export_checkpoint(checkpoint_path: str | Path, out_path: str | Path, fmt: str = "torch", arch: str | None = None,
+                      use_ema: bool = True, trust: bool = False, recipe: Config | None = None) -> tuple[Network, str]:
+    """Write the checkpoint's network to ``out_path`` in format ``fmt``; returns it and how to load the result.
+
+    ``recipe``: the recipe it was trained with, for formats that record preprocessing (``timm``).
+    """
+    export_format = FORMATS.pick(fmt)
+    if export_format.needs_recipe and recipe is None:
+        raise ConfigError(f"--format {fmt} records the recipe's preprocessing and needs the recipe: pass "
+                          "--config RECIPE.yaml")
+    network = read_network(checkpoint_path, arch=arch, use_ema=use_ema, trust=trust)
+    return network, export_format.write(network, Path(out_path), recipe)

@@ -4,7 +4,7 @@ Loading never runs pickled code by default: ``torch.load(weights_only=True)`` wi
 non-tensor types a Composer checkpoint holds (numpy RNG state, a timedelta, the torch version). A file that
 needs anything else is refused unless the user vouches for it with ``--trust-checkpoint``.
 
-:func:`read_network` reads the network a file holds, whatever the file: a Composer checkpoint (the run's own or
+:func:`read_weights` reads the network a file holds, whatever the file: a Composer checkpoint (the run's own or
 a top-k ``.ckpt``), a plain torchvision state_dict (``rsb-composer export``'s ``.pth``) or a ``.safetensors``
 file; a network trained with Composer's own stochastic depth comes back with its evaluation scale folded in.
 """
@@ -114,7 +114,20 @@ class NetworkWeights:
     folded: str | None = None  # what was folded into the weights, for messages
 
 
-def read_network(path: str | Path, trust: bool = False, prefer_ema: bool = True) -> NetworkWeights:
+def network_weights(checkpoint: dict[str, Any], prefer_ema: bool = True) -> NetworkWeights:
+    """A loaded Composer checkpoint's network as :func:`model_weights` gives it, with the evaluation scale of
+    Composer's own stochastic depth, if it trained with it, folded in (``folded`` says so)."""
+    weights, is_ema = model_weights(checkpoint, prefer_ema=prefer_ema)
+    scales = composer_eval_scales(checkpoint["state"].get("algorithms"), weights)
+    if not scales:
+        return NetworkWeights(weights, "Composer checkpoint", is_ema)
+    folded = (f"trained with Composer's stochastic depth, whose evaluation scales each residual branch by its keep "
+              f"probability ({min(scales.values()):.4g} to {max(scales.values()):.4g}): that scale is folded into "
+              f"the {len(scales)} blocks' bn3, so the plain network computes what evaluation did")
+    return NetworkWeights(fold_eval_scales(weights, scales), "Composer checkpoint", is_ema, folded)
+
+
+def read_weights(path: str | Path, trust: bool = False, prefer_ema: bool = True) -> NetworkWeights:
     """The network in ``path``: a Composer checkpoint (EMA weights when it has them and ``prefer_ema``), a plain
     state_dict of tensors, or a safetensors file; never running code unless ``trust``.
 
@@ -127,14 +140,7 @@ def read_network(path: str | Path, trust: bool = False, prefer_ema: bool = True)
         return NetworkWeights(_safetensors(path), "safetensors file")
     loaded = _torch_load(path, trust)
     if isinstance(loaded, dict) and "model" in (loaded.get("state") or {}):
-        weights, is_ema = model_weights(loaded, prefer_ema=prefer_ema)
-        scales = composer_eval_scales(loaded["state"].get("algorithms"), weights)
-        if not scales:
-            return NetworkWeights(weights, "Composer checkpoint", is_ema)
-        folded = (f"trained with Composer's stochastic depth, whose evaluation scales each residual branch by its "
-                  f"keep probability ({min(scales.values()):.4g} to {max(scales.values()):.4g}): that scale is "
-                  f"folded into the {len(scales)} blocks' bn3, so the plain network computes what evaluation did")
-        return NetworkWeights(fold_eval_scales(weights, scales), "Composer checkpoint", is_ema, folded)
+        return network_weights(loaded, prefer_ema=prefer_ema)
     if isinstance(loaded, dict) and loaded and all(isinstance(v, torch.Tensor) for v in loaded.values()):
         prefix = "module."
         return NetworkWeights({k.removeprefix(prefix): v for k, v in loaded.items()}, "state_dict")

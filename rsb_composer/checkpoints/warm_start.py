@@ -2,7 +2,7 @@
 torchvision's ``--weights``): fine-tuning at another resolution or class count, or a warm start.
 
 Only the network's weights are taken, read without running code (:func:`~rsb_composer.checkpoints.safe_load.
-read_network`: a Composer checkpoint or top-k ``.ckpt``, an exported ``.pth``, a ``.safetensors`` file). The
+read_weights`: a Composer checkpoint or top-k ``.ckpt``, an exported ``.pth``, a ``.safetensors`` file). The
 optimizer, the LR schedule and the step count start afresh: it is not a resume. Once the run has a checkpoint
 of its own, autoresume wins and ``init_from`` is ignored (train.py says so).
 """
@@ -13,8 +13,8 @@ import logging
 
 import torch
 
-from rsb_composer.checkpoints.export import to_torchvision
-from rsb_composer.checkpoints.safe_load import read_network
+from rsb_composer.checkpoints.resnet_weights import to_torchvision
+from rsb_composer.checkpoints.safe_load import read_weights
 from rsb_composer.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def warm_start(module: torch.nn.Module, path: str, arch: str) -> None:
     a classifier for another number of classes (or none) is left as ``module`` initialised it, said in one line.
     """
     try:
-        network = read_network(path, trust=False, prefer_ema=True)
+        network = read_weights(path, trust=False, prefer_ema=True)
     except ConfigError as err:
         raise ConfigError(f"model.init_from: {err}") from None
     weights, own = network.weights, module.state_dict()

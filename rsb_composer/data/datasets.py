@@ -40,15 +40,18 @@ class ImageFolderSplit(ImageFolder):
 
     def __init__(self, root: Path, classes: list[str], transform: Callable | None = None,
                  allow_empty: bool = False, bad_log: Path | None = None, loader: Callable[[str], Any] | None = None,
-                 use_index: bool = True):
+                 use_index: bool = True, class_to_idx: dict[str, int] | None = None):
         self._fixed_classes = classes
+        # Folder name -> label, for a folder whose class folders are not named by ``classes`` (ImageNet-V2's
+        # folders are class indices); by default each of ``classes`` names its own folder.
+        self._folder_labels = class_to_idx or {name: index for index, name in enumerate(classes)}
         self.bad_log = bad_log
         self.use_index = use_index
         super().__init__(str(root), transform=transform, allow_empty=allow_empty,
                          **({"loader": loader} if loader is not None else {}))
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
-        return self._fixed_classes, {name: index for index, name in enumerate(self._fixed_classes)}
+        return self._fixed_classes, dict(self._folder_labels)
 
     def make_dataset(self, directory: str, class_to_idx: dict[str, int], extensions: tuple[str, ...] | None = None,
                      is_valid_file: Callable[[str], bool] | None = None,

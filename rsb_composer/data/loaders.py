@@ -3,6 +3,7 @@ sampler; the one place, with :mod:`rsb_composer.data.sources`, that reads the ``
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Callable
@@ -18,11 +19,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from rsb_composer.config import ConfigError, DataConfig, check, check_choice
 from rsb_composer.data.batching import check_batching, resolve_batching
+from rsb_composer.data.datasets import ImageFolderSplit
 from rsb_composer.data.normalization import ChannelsLastCollate, DeviceNormalize
 from rsb_composer.data.pipelines import PIPELINES, Pipeline
 from rsb_composer.data.randaugment import check_auto_augment
 from rsb_composer.data.samplers import eval_sampler, train_sampler
 from rsb_composer.data.sources import SOURCES
+from rsb_composer.data.split_dirs import folder_labels
 from rsb_composer.data.transforms import INTERPOLATION
 
 log = logging.getLogger(__name__)
@@ -160,6 +163,66 @@ def build_loaders(cfg: DataConfig, seed: int, num_classes: int | None = None, ch
             f"{dist.get_world_size()} ranks); lower it"
         )
     return Loaders(train=train, eval=val, classes=classes, batch_transform=_batch_transform(cfg, channels_last))
+
+
+@dataclass
+class EvalSplit:
+    """The images one evaluation reads (the recipe's val split, or another folder labelled with its classes),
+    listed once and read at any test resolution."""
+
+    dataset: Dataset
+    classes: list[str]
+    name: str  # "val", or the folder given
+    cfg: DataConfig
+    seed: int
+    channels_last: bool
+    notice: str | None = None  # how the folder's classes were mapped, when it is worth saying
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def sample_paths(self) -> list[str] | None:
+        """Each image's file path, in the dataset's order; None for sources without files (streaming)."""
+        samples = getattr(self.dataset, "samples", None)
+        return [path for path, _ in samples] if samples is not None else None
+
+    def loader(self, resolution: int) -> DataSpec | DataLoader:
+        """The split at ``resolution`` (resized to ``resolution / crop_pct``, centre-cropped), for the trainer."""
+        if not SOURCES.pick(self.cfg.source).decoded_images and resolution != self.cfg.eval_resolution:
+            raise ConfigError(f"data.source={self.cfg.source}: its images are random tensors of one size "
+                              f"(data.eval_resolution={self.cfg.eval_resolution}); test resolutions need image files")
+        transform = PIPELINES.pick(self.cfg.pipeline).eval_transform(resolution, self.cfg.crop_pct,
+                                                                     self.cfg.interpolation)
+        # The dataset is listed once (a second streaming dataset on the same cache would be refused); each
+        # loader's workers start with the transform set here, and are not kept between resolutions.
+        self.dataset.transform = transform
+        cfg = dataclasses.replace(self.cfg, persistent_workers=False)
+        loader = _loader(self.dataset, cfg, cfg.eval_batch_size, train=False, seed=self.seed)
+        batch_transform = _batch_transform(cfg, self.channels_last)
+        return DataSpec(loader, batch_transforms=batch_transform) if batch_transform else loader
+
+
+def build_eval_split(cfg: DataConfig, seed: int, num_classes: int | None = None, channels_last: bool = False,
+                     split_dir: str | Path | None = None) -> EvalSplit:
+    """The val split, or the images of ``split_dir`` labelled with the training classes (by name, or by class
+    index for folders named ``0`` ... ``N-1``, see :mod:`rsb_composer.data.split_dirs`). No train image is listed:
+    the class names come from the train split's folder names."""
+    cfg = _per_device(cfg)
+    pipeline = PIPELINES.pick(cfg.pipeline)
+    classes = _classes(cfg, num_classes)
+    if split_dir is None:
+        return EvalSplit(_eval_split(cfg, classes, pipeline, seed), classes, "val", cfg, seed, channels_last)
+    split_dir = Path(split_dir)
+    labels, notice = folder_labels(split_dir, classes)
+    dataset = ImageFolderSplit(split_dir, classes, allow_empty=True, loader=pipeline.load_file,
+                               use_index=cfg.index_cache, class_to_idx=labels)
+    if not len(dataset):
+        raise ConfigError(f"--split-dir {split_dir}: its class folders hold no images")
+    # Decoded files, whatever the recipe's source: the fast pipeline's uint8 batches are normalised on the device.
+    return EvalSplit(dataset, classes, str(split_dir), dataclasses.replace(cfg, source="imagefolder"), seed,
+                     channels_last, notice)
 
 
 def build_eval_loader(cfg: DataConfig, seed: int, num_classes: int | None = None,
