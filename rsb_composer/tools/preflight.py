@@ -92,7 +92,7 @@ def _scale(config: Config, world_size: int) -> Check:
     except ConfigError as err:
         return Check(FAIL, "world size and LR", str(err))
     lr = scaled_lr(config.optimizer, geometry.global_batch)
-    rule = "" if geometry.global_fixed else " (data.batch_size is per device: the global batch and LR grow with it)"
+    rule = "" if geometry.global_fixed else " (per-device data.batch_size: the LR scales with the world size)"
     return Check(OK, "world size and LR", f"world size {world_size}, {geometry.describe()}, LR {lr:.6g} = "
                  f"{config.optimizer.lr:g} x {geometry.global_batch} / {config.optimizer.reference_batch_size}{rule}")
 
