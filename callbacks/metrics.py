@@ -3,7 +3,9 @@
 Train accuracy is measured against each batch's original labels, read at AFTER_FORWARD, before MixUp, CutMix
 or label smoothing replace the targets (they act at BEFORE_LOSS). On a mixed batch the logits describe a blend
 of two images, so train accuracy scores them against the first image's label only: a lower, noisier number
-than val/acc1, useful for trends.
+than val/acc1, useful for trends. With gradient accumulation (``data.microbatch_size``) Composer runs
+AFTER_FORWARD once per microbatch with ``state.batch`` set to it, so every microbatch is counted once; the loss
+Composer reports per step is already the mean over the microbatches.
 
 The epoch's running counts are part of the checkpoint (state_dict), so an epoch resumed mid-way still reports
 figures over all of its batches.

@@ -21,7 +21,11 @@ from composer import algorithms as ca
 from composer.core import Algorithm, Event, State
 from composer.loggers import Logger
 
+from rsb_composer import drop_path
 from rsb_composer.config import ConfigError
+
+# stochastic_depth with target_layer_name ResNetBottleneckDropPath: timm's drop-path through Composer's algorithm.
+drop_path.register()
 
 # Composer's algorithms that apply to an image classifier, by the names recipes use.
 REGISTRY: dict[str, type[Algorithm]] = {
@@ -52,9 +56,11 @@ REGISTRY: dict[str, type[Algorithm]] = {
 IMAGE_FILE_ALGORITHMS = ("augmix", "randaugment")
 
 # The algorithms that change the network itself (surgery at INIT): an evaluation of a checkpoint needs them to
-# build the network the checkpoint holds; the others only act during training.
+# build the network the checkpoint holds; the others only act during training. Stochastic depth is not among
+# them: timm's drop-path is the identity at evaluation, and what Composer's own version does there (scale each
+# branch) is folded into the weights as they are read (rsb_composer.drop_path).
 NETWORK_ALGORITHMS = ("blurpool", "channels_last", "factorize", "ghost_batchnorm", "squeeze_excite",
-                      "stochastic_depth", "weight_standardization")
+                      "weight_standardization")
 
 # A resume must keep these as the run had them (resume.reconcile_resume refuses a change): Composer's
 # required_on_load ones (network surgery, which Composer re-applies from the checkpoint even when the command
@@ -89,7 +95,9 @@ class MixUpOrCutMix(Algorithm):
     """Per batch, either Composer's MixUp or its CutMix (never both), chosen with ``switch_prob`` for cutmix.
 
     Both Composer algorithms act on the same events (BEFORE_FORWARD mixes the inputs, BEFORE_LOSS the
-    targets), so the choice made at BEFORE_FORWARD is kept for the rest of the batch's events.
+    targets), so the choice made at BEFORE_FORWARD is kept for the rest of the batch's events. With
+    ``data.microbatch_size`` Composer runs those events once per microbatch (``state.batch`` is the microbatch),
+    so each microbatch gets its own choice and pairs its own images, as each GPU's batch does in timm.
     """
 
     def __init__(self, mixup: ca.MixUp, cutmix: ca.CutMix, switch_prob: float = MIXUP_CUTMIX_SWITCH_PROB):
@@ -140,6 +148,11 @@ def check_algorithms(section: dict[str, Any], decoded_images: bool = True) -> No
             )
     with _quiet_construction():
         build_algorithms(section)
+    depth = section.get("stochastic_depth") or {}
+    method = depth.get("stochastic_method", "block")  # Composer's default
+    if depth.get("target_layer_name") == drop_path.DROP_PATH_TARGET and method != "sample":
+        raise ConfigError(f"algorithms.stochastic_depth.stochastic_method={method}: {drop_path.DROP_PATH_TARGET} is "
+                          "timm's per-sample drop-path; set stochastic_method: sample")
     if not decoded_images:
         for name in IMAGE_FILE_ALGORITHMS:
             if section.get(name) is not None:

@@ -20,16 +20,13 @@ def _recipe(args: argparse.Namespace, check_paths: bool = True) -> Config:
 
 
 def _show_config(args: argparse.Namespace) -> int:
+    from rsb_composer.data.batching import batch_geometry
     from rsb_composer.optim import scaled_lr
 
     config = _recipe(args, check_paths=False)
     out = config.to_dict()
-    global_batch = config.data.batch_size * args.world_size
-    out["derived"] = {
-        "world_size": args.world_size,
-        "global_batch_size": global_batch,
-        "scaled_lr": scaled_lr(config.optimizer, global_batch),
-    }
+    geometry = batch_geometry(config.data, args.world_size)
+    out["derived"] = {**geometry.derived(), "scaled_lr": scaled_lr(config.optimizer, geometry.global_batch)}
     print(json.dumps(out, indent=2))
     return 0
 
@@ -59,6 +56,8 @@ def _export(args: argparse.Namespace) -> int:
     recipe = recipe_for(args.checkpoint, args.config) if FORMATS.pick(args.format).needs_recipe else None
     network, how = export_checkpoint(args.checkpoint, args.out, args.format, arch=args.arch, use_ema=not args.no_ema,
                                      trust=args.trust_checkpoint, recipe=recipe)
+    if network.folded:
+        print(f"note: {args.checkpoint} was {network.folded}")
     weights = "EMA weights" if network.is_ema else "weights"
     print(f"wrote {args.out} ({args.format}): {network.arch} {weights}, {network.num_classes} classes; load with "
           f"{how}")
@@ -156,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_config("train", "train in this process (for several GPUs use: composer -n N rsb_composer/train.py)")
     p.set_defaults(func=_train)
-    p = with_config("show-config", "print the resolved configuration as JSON, with global batch and scaled LR")
+    p = with_config("show-config", "print the resolved configuration as JSON, with the batch split and scaled LR")
     p.add_argument("--world-size", type=int, default=1, help="number of devices (GPUs) in all (default 1)")
     p.set_defaults(func=_show_config)
     p = with_config("lr-schedule", "the LR at the start of every epoch, and the per-step curve, without training")

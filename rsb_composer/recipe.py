@@ -33,7 +33,7 @@ def check_recipe(config: Config, check_paths: bool = True) -> None:
     check_data(config.data, config.model.num_classes, check_paths=check_paths)
     check_loss(config.loss)
     check_optimizer(config.optimizer)
-    check_scheduler(config.scheduler, config.max_duration)
+    check_scheduler(config.scheduler)
     check_algorithms(config.algorithms, decoded_images=decodes_images(config.data))
     check_loggers(config.loggers)
 

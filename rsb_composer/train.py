@@ -41,14 +41,17 @@ from rsb_composer.algorithms import NETWORK_ALGORITHMS, build_algorithms, channe
 from rsb_composer.checkpoints.resume import (  # noqa: E402
     check_resume_classes,
     check_resume_geometry,
+    has_own_checkpoint,
     reconcile_resume,
     repair_latest,
     resumed_run_settings,
 )
-from rsb_composer.checkpoints.safe_load import load_checkpoint_file, load_network, model_weights  # noqa: E402
+from rsb_composer.checkpoints.safe_load import load_network, read_weights  # noqa: E402
 from rsb_composer.checkpoints.saving import save_arguments  # noqa: E402
+from rsb_composer.checkpoints.warm_start import warm_start  # noqa: E402
 from rsb_composer.config import Config, ConfigError  # noqa: E402
 from rsb_composer.data import build_eval_loader, build_loaders  # noqa: E402
+from rsb_composer.data.batching import AUTO, BatchGeometry, resolve_batching  # noqa: E402
 from rsb_composer.devices import resolve_device, resolve_precision  # noqa: E402
 from rsb_composer.loggers import Start, build_loggers, startup_lines  # noqa: E402
 from rsb_composer.model import build_model, convert_sync_batchnorm, prepare_compile  # noqa: E402
@@ -87,8 +90,12 @@ def build_trainer(config: Config) -> Trainer:
     reproducibility.seed_all(config.seed)
     device = resolve_device()
     world_size = dist.get_world_size()
+    data, geometry = resolve_batching(config.data, world_size)
+    if geometry.microbatch_size == AUTO and device != "gpu":
+        raise ConfigError(f"data.microbatch_size={AUTO}: Composer's out-of-memory back-off needs GPUs; on the CPU give "
+                          f"a number of images (a divisor of the per-device batch of {geometry.per_device})")
 
-    loaders = build_loaders(config.data, config.seed, config.model.num_classes,
+    loaders = build_loaders(data, config.seed, config.model.num_classes,
                             channels_last=channels_last_on(config.algorithms),
                             bad_log=run.bad_images(dist.get_global_rank()))
     num_classes = config.model.num_classes or loaders.num_classes
@@ -97,12 +104,17 @@ def build_trainer(config: Config) -> Trainer:
     config.model.num_classes = num_classes
 
     model = build_model(config.model, num_classes, config.loss)
+    if config.model.init_from and has_own_checkpoint(run):
+        log.warning("model.init_from=%s ignored: this run resumes from its own checkpoint in %s (autoresume wins)",
+                    config.model.init_from, run.checkpoints)
+    elif config.model.init_from:
+        warm_start(model.module, config.model.init_from, config.model.arch)
     if config.model.compile:
         prepare_compile()
     if config.model.sync_batchnorm and world_size > 1 and device == "gpu":
         model.module = convert_sync_batchnorm(model.module)
 
-    global_batch = config.data.batch_size * world_size
+    global_batch = geometry.global_batch
     lr = scaled_lr(config.optimizer, global_batch)
     optimizer = build_optimizer(model, config.optimizer, lr)
     scheduler = build_scheduler(optimizer, config.scheduler, config.max_duration, len(loaders.train))
@@ -126,6 +138,7 @@ def build_trainer(config: Config) -> Trainer:
         optimizers=optimizer,
         schedulers=scheduler,
         step_schedulers_every_batch=True,
+        device_train_microbatch_size=geometry.microbatch_size,
         algorithms=build_algorithms(config.algorithms),
         callbacks=[ClassificationMetrics(num_classes), SamplerEpoch(), RuntimeEstimator(time_unit="seconds"),
                    DivergenceGuard(run.latest_checkpoint), Preemption(run.checkpoints, checkpoint_name),
@@ -143,11 +156,17 @@ def build_trainer(config: Config) -> Trainer:
         compile_config={} if config.model.compile else None,
         **save_arguments(config.checkpoints, run),
     )
-    _log_start(config, run, trainer, lr, loggers.trackers)
+    try:
+        check_resume_geometry(trainer, global_batch, world_size)
+    except ConfigError:
+        trainer.close()
+        raise
+    _log_start(config, run, trainer, geometry, lr, loggers.trackers)
     return trainer
 
 
-def _log_start(config: Config, run: RunFolder, trainer: Trainer, lr: float, trackers: dict[str, str]) -> None:
+def _log_start(config: Config, run: RunFolder, trainer: Trainer, geometry: BatchGeometry, lr: float,
+               trackers: dict[str, str]) -> None:
     """The start-up summary, once the trainer knows whether it resumed."""
     timestamp = trainer.state.timestamp
     world_size = dist.get_world_size()
@@ -156,8 +175,8 @@ def _log_start(config: Config, run: RunFolder, trainer: Trainer, lr: float, trac
         resumed_from=run.latest_checkpoint.resolve() if int(timestamp.batch) else None,
         epoch=int(timestamp.epoch), batch=int(timestamp.batch), max_duration=config.max_duration,
         world_size=world_size, nodes=world_size // dist.get_local_world_size(), device=trainer.state.device.name,
-        precision=trainer.state.precision.value, per_device_batch=config.data.batch_size, lr=lr,
-        base_lr=config.optimizer.lr, reference_batch=config.optimizer.reference_batch_size,
+        precision=trainer.state.precision.value, batching=geometry.describe(), global_batch=geometry.global_batch,
+        lr=lr, base_lr=config.optimizer.lr, reference_batch=config.optimizer.reference_batch_size,
         algorithms=config.algorithms, trackers=trackers,
     )
     for line in startup_lines(start):
@@ -171,11 +190,14 @@ def build_eval_trainer(config: Config, checkpoint: str | Path, trust: bool = Fal
     weights (EMA's when it has them, as training evaluated them), read without running pickled code unless
     ``trust``. Only the val split is read: the classes come from the train split's folder names.
     """
-    weights, _ = model_weights(load_checkpoint_file(checkpoint, trust=trust), prefer_ema=True)
+    found = read_weights(checkpoint, trust=trust, prefer_ema=True)
+    if found.folded:
+        log.warning("%s was %s", checkpoint, found.folded)
     reproducibility.seed_all(config.seed)
-    loaders = build_eval_loader(config.data, config.seed, config.model.num_classes,
+    data, _ = resolve_batching(config.data, dist.get_world_size())
+    loaders = build_eval_loader(data, config.seed, config.model.num_classes,
                                 channels_last=channels_last_on(config.algorithms))
-    return build_eval_network(config, weights, checkpoint, loaders.num_classes, loaders.spec(loaders.eval))
+    return build_eval_network(config, found.weights, checkpoint, loaders.num_classes, loaders.spec(loaders.eval))
 
 
 def build_eval_network(config: Config, weights: dict[str, torch.Tensor], source: str | Path, num_classes: int,
@@ -218,7 +240,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_recipe(args.config, args.overrides)
         trainer = build_trainer(config)
-        check_resume_geometry(trainer, config.data.batch_size * dist.get_world_size())
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

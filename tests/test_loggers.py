@@ -14,6 +14,7 @@ import rsb_composer.loggers.trackers as trackers
 import rsb_composer.loggers.wandb_run as wandb_run
 from rsb_composer import train
 from rsb_composer.config import ConfigError, LoggersConfig, MlflowConfig, load_config
+from rsb_composer.data.batching import BatchGeometry
 from rsb_composer.loggers import TRACKERS, Start, check_loggers, startup_lines
 from rsb_composer.loggers.hparams import flat_hyperparameters
 from rsb_composer.loggers.mlflow_run import build_mlflow, continue_or_create_run, local_store
@@ -119,13 +120,16 @@ def test_the_progress_bar_shows_images_per_second_and_no_hyper_parameter_dump():
 def test_the_start_up_summary_says_what_runs_where(tmp_path):
     start = Start(recipe="yamls/a2.yaml", run_dir=Path("runs/a2"), resumed_from=None, epoch=0, batch=0,
                   max_duration="300ep", world_size=16, nodes=2, device="gpu", precision="amp_fp16",
-                  per_device_batch=128, lr=0.005, base_lr=0.005, reference_batch=2048,
+                  batching=BatchGeometry(world_size=16, per_device=128, microbatch_size=64, eval_batch_size=64,
+                                         global_fixed=True).describe(),
+                  global_batch=2048, lr=0.005, base_lr=0.005, reference_batch=2048,
                   algorithms={"channels_last": {}, "mixup": {"alpha": 0.1}, "stochastic_depth": None},
                   trackers={"TensorBoard": "runs/a2/tensorboard"})
     lines = startup_lines(start)
     assert lines[0] == "recipe yamls/a2.yaml -> runs/a2: new run, to 300ep"
     assert lines[1] == "world: 16 processes on 2 nodes, gpu, amp_fp16"
-    assert lines[2] == "global batch 2048 (128 per device x 16): LR 0.005 = 0.005 x 2048 / 2048"
+    assert lines[2] == ("global batch 2048 (128 per device x 16 devices, 2 microbatches of 64): LR 0.005 = 0.005 x "
+                        "2048 / 2048")
     assert lines[3] == "algorithms: channels_last, mixup(alpha=0.1)"
     assert lines[-1] == "TensorBoard: runs/a2/tensorboard"
     resumed = dataclasses.replace(start, resumed_from=Path("runs/a2/checkpoints/ep7-ba4375-rank0.pt"), epoch=7,

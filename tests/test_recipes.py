@@ -27,18 +27,21 @@ def test_rsb_recipes_match_table_1(name):
     assert cfg.max_duration == f"{paper['epochs']}ep"
     assert (cfg.data.train_resolution, cfg.data.eval_resolution) == (paper["train_res"], paper["test_res"])
     assert cfg.data.crop_pct == 0.95 and cfg.data.interpolation == "bicubic"
-    assert cfg.data.batch_size * 8 == cfg.optimizer.reference_batch_size == 2048
+    assert cfg.data.global_batch_size == cfg.optimizer.reference_batch_size == 2048 and cfg.data.batch_size is None
+    assert cfg.data.microbatch_size == 256  # the paper's per-GPU batch: its BatchNorm statistics
     assert cfg.optimizer.name == "lamb" and cfg.optimizer.lr == paper["lr"]
     assert cfg.optimizer.weight_decay == paper["wd"] and cfg.optimizer.decay_bn_and_bias is False
     assert cfg.optimizer.max_grad_norm == 1.0
-    assert cfg.scheduler.warmup_epochs == 5 and cfg.scheduler.min_lr_factor == 0.0
-    assert cfg.scheduler.warmup_start_factor * paper["lr"] == pytest.approx(1e-6)  # timm --warmup-lr 1e-6
+    assert cfg.scheduler.style == "timm" and cfg.scheduler.warmup_epochs == 5
+    assert cfg.scheduler.warmup_start_factor * paper["lr"] == pytest.approx(1e-4)  # timm train.py --warmup-lr 1e-4
+    assert cfg.scheduler.min_lr_factor * paper["lr"] == pytest.approx(1e-6)  # timm train.py --min-lr 1e-6
     assert cfg.loss.name == "bce" and cfg.loss.target_threshold == 0.2
     assert (algos.get("label_smoothing") or {}).get("smoothing") == paper["smoothing"]
     depth = algos.get("stochastic_depth")
     assert (depth or {}).get("drop_rate") == paper["drop"]
-    if depth:
-        assert depth["stochastic_method"] == "sample" and depth["target_layer_name"] == "ResNetBottleneck"
+    if depth:  # timm's drop-path, linear from 0 at the first bottleneck (tests/test_drop_path.py)
+        assert depth["stochastic_method"] == "sample" and depth["target_layer_name"] == "ResNetBottleneckDropPath"
+        assert depth["drop_distribution"] == "linear"
     assert cfg.data.repeated_augmentation == paper["repeats"]
     assert cfg.data.auto_augment == paper["aa"]
     assert algos["mixup"] == {"alpha": paper["mixup"]} and algos["cutmix"] == {"alpha": paper["cutmix"]}
@@ -94,7 +97,7 @@ def test_mosaic_recipes_match_composer_examples(name):
 
 # Real JPEGs (the tiny toy set), so RandAugment, repeated augmentation and the rest run on actual images.
 SMALL = ["data.source=toy", f"data.toy={TINY_TOY}",
-         "data.train_resolution=32", "data.eval_resolution=32", "data.batch_size=8", "data.num_workers=0",
+         "data.train_resolution=32", "data.eval_resolution=32", "data.num_workers=0",
          "max_duration=2ba", "progress_bar=false"]
 
 
@@ -102,7 +105,10 @@ SMALL = ["data.source=toy", f"data.toy={TINY_TOY}",
 def test_every_recipe_builds_and_trains_two_steps_on_cpu(name, tmp_path, toy_dir):
     from rsb_composer.train import build_trainer
 
-    cfg = load_recipe(RECIPES / f"{name}.yaml", [*SMALL, f"data.path={toy_dir}", f"run_dir={tmp_path / name}"])
+    # The paper's recipes keep a global batch, here 8 in two microbatches of 4; the others a per-device batch.
+    batch = (["data.global_batch_size=8", "data.microbatch_size=4"] if name in PAPER else ["data.batch_size=8"])
+    cfg = load_recipe(RECIPES / f"{name}.yaml", [*SMALL, *batch, f"data.path={toy_dir}",
+                                                 f"run_dir={tmp_path / name}"])
     trainer = build_trainer(cfg)
     try:
         trainer.fit()
@@ -121,3 +127,19 @@ def test_lr_schedule_command_prints_the_notes_table_for_a2_sgd(world, capsys):
     notes = [0.005, 0.12875, 0.2525, 0.37625, 0.5, 0.5]
     assert lrs[:6] == pytest.approx([v * world for v in notes])
     assert lrs[-1] < 1e-4 * world and lrs == sorted(lrs[:6]) + sorted(lrs[5:], reverse=True)[1:]
+
+
+def test_the_quickstart_for_one_epoch_runs_inside_its_warmup_with_one_warning(tmp_path, toy_dir, capsys):
+    """max_duration=1ep with 2 warmup epochs used to be refused; it trains, saying once that the run ends inside
+    the warmup (the tiny toy set and ResNet-18 stand in for the quickstart's data and network, for time)."""
+    from rsb_composer import train
+
+    args = [str(RECIPES / "quickstart.yaml"), "max_duration=1ep", f"run_dir={tmp_path / 'qs'}",
+            f"data.path={toy_dir}", f"data.toy={TINY_TOY}", "data.batch_size=8", "data.num_workers=0",
+            "model.arch=resnet18", "progress_bar=false"]
+    assert train.main(args) == 0
+    err = capsys.readouterr().err
+    assert err.count("ends inside the warmup") == 1
+    assert "scheduler.warmup_epochs=2 is not shorter than max_duration=1ep" in err
+    rows = (tmp_path / "qs" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith("1,")

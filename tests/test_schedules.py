@@ -1,12 +1,16 @@
-"""The LR schedule: warmup and cosine per step, against the deployment notes' table and independent formulas."""
+"""The LR schedule: warmup and cosine per step, against the deployment notes' table and independent formulas;
+the timm style against timm's own CosineLRScheduler with each paper recipe's values."""
 
 import math
 
 import pytest
 import torch
 
+from rsb_composer import cli
 from rsb_composer.config import SchedulerConfig
+from rsb_composer.recipe import load_recipe
 from rsb_composer.schedules import build_scheduler, lr_multiplier
+from tests.helpers import REPO
 
 
 def reference_lr(epoch: int, epochs: int, peak: float, warmup: int = 5, start: float = 0.01) -> float:
@@ -58,3 +62,70 @@ def test_batch_denominated_duration():
         optimizer.step()
         scheduler.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5)  # half way through the cosine
+
+
+# --- scheduler.style: timm, against timm's own CosineLRScheduler -------------------------------------------------
+
+def timm_epoch_lrs(lr: float, warmup_lr: float, min_lr: float, epochs: int, warmup: int) -> list[float]:
+    """The LR of each epoch as the paper's code ran it: timm's create_scheduler(args) built CosineLRScheduler with
+    t_initial=epochs (one cycle, no noise, t_in_epochs) and train.py stepped it with step(epoch + 1) after each
+    epoch, starting from the warmup LR it sets when built."""
+    from timm.scheduler import CosineLRScheduler
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    scheduler = CosineLRScheduler(optimizer, t_initial=epochs, lr_min=min_lr, cycle_mul=1.0, cycle_decay=0.1,
+                                  cycle_limit=1, warmup_t=warmup, warmup_lr_init=warmup_lr, t_in_epochs=True)
+    lrs = []
+    for epoch in range(epochs):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        scheduler.step(epoch + 1)
+    return lrs
+
+
+def _recipe_timm_lrs(name: str) -> tuple[list[float], object]:
+    cfg = load_recipe(REPO / "yamls" / f"{name}.yaml", check_paths=False)
+    lr, s = cfg.optimizer.lr, cfg.scheduler
+    epochs = int(cfg.max_duration.removesuffix("ep"))
+    return timm_epoch_lrs(lr, s.warmup_start_factor * lr, s.min_lr_factor * lr, epochs, int(s.warmup_epochs)), cfg
+
+
+@pytest.mark.parametrize("name", ["a1", "a2", "a3"])
+@pytest.mark.parametrize("world", [1, 2, 4, 8])
+def test_rsb_recipes_lr_at_every_epoch_is_timms(name, world, capsys):
+    expected, _ = _recipe_timm_lrs(name)
+    assert cli.main(["lr-schedule", str(REPO / "yamls" / f"{name}.yaml"), "--world-size", str(world), "--csv"]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    got = [float(row.split(",")[1]) for row in rows]
+    assert len(got) == len(expected) and got == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("name", ["a1", "a2", "a3"])
+def test_timm_style_holds_each_epochs_lr_for_every_step_of_it(name):
+    expected, cfg = _recipe_timm_lrs(name)
+    steps_per_epoch = 3
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.optimizer.lr)
+    scheduler = build_scheduler(optimizer, cfg.scheduler, cfg.max_duration, steps_per_epoch)
+    seen = []
+    for _ in range(len(expected) * steps_per_epoch):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    per_epoch = [expected[step // steps_per_epoch] for step in range(len(seen))]
+    assert seen == pytest.approx(per_epoch, rel=1e-9, abs=1e-12)
+    # The paper's shape: epoch 0 at the warmup LR, the peak never reached exactly (epoch 5 is cos(5 pi / E) of it).
+    assert seen[0] == pytest.approx(1e-4) and max(seen) < cfg.optimizer.lr
+
+
+def test_a_run_shorter_than_the_warmup_trains_inside_it_with_one_warning(caplog):
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    cfg = SchedulerConfig(warmup_epochs=2, warmup_start_factor=0.01)
+    with caplog.at_level("WARNING"):
+        scheduler = build_scheduler(optimizer, cfg, "1ep", 4)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "ends inside the warmup" in warnings[0] and "max_duration=1ep" in warnings[0]
+    seen = []
+    for _ in range(4):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert seen == sorted(seen) and seen[0] == pytest.approx(0.01) and seen[-1] < 1.0

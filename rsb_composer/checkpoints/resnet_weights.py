@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import torchvision
 
-from rsb_composer.checkpoints.safe_load import load_checkpoint_file, model_weights
+from rsb_composer.checkpoints.safe_load import load_checkpoint_file, network_weights
 from rsb_composer.config import ConfigError
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
@@ -27,6 +27,7 @@ class Network:
     checkpoint: Path
     epoch: int | None  # epochs trained when the checkpoint was written
     val_acc1: float | None  # the last val/acc1 the trainer logged before it (EMA's when it evaluated with EMA)
+    folded: str | None = None  # the evaluation scale of Composer's own stochastic depth, folded into the weights
 
 
 def to_torchvision(weights: dict[str, torch.Tensor], arch: str | None = None) -> tuple[str, int]:
@@ -50,9 +51,11 @@ def to_torchvision(weights: dict[str, torch.Tensor], arch: str | None = None) ->
 
 def read_network(checkpoint_path: str | Path, arch: str | None = None, use_ema: bool = True,
                  trust: bool = False) -> Network:
-    """The checkpoint's network as a plain torchvision ResNet (EMA weights when present and ``use_ema``)."""
+    """The checkpoint's network as a plain torchvision ResNet (EMA weights when present and ``use_ema``), computing
+    what the run's evaluation computed (:func:`~rsb_composer.checkpoints.safe_load.network_weights`)."""
     checkpoint = load_checkpoint_file(checkpoint_path, trust=trust)
-    weights, is_ema = model_weights(checkpoint, prefer_ema=use_ema)
+    found = network_weights(checkpoint, prefer_ema=use_ema)
+    weights, is_ema = found.weights, found.is_ema
     arch, num_classes = to_torchvision(weights, arch)
     state = checkpoint["state"]
     epoch = (state.get("timestamp") or {}).get("Timestamp", {}).get("epoch")
@@ -60,6 +63,6 @@ def read_network(checkpoint_path: str | Path, arch: str | None = None, use_ema: 
     latest = ((state.get("callbacks") or {}).get("MetricsTable") or {}).get("latest") or {}
     return Network({k: v.contiguous() for k, v in weights.items()}, arch, num_classes, is_ema, Path(checkpoint_path),
                    int(epoch) if epoch is not None else None,
-                   float(latest["val/acc1"]) if "val/acc1" in latest else None)
+                   float(latest["val/acc1"]) if "val/acc1" in latest else None, found.folded)
 
 

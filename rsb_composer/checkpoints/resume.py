@@ -9,7 +9,8 @@ intact checkpoint, with a warning when that changes anything. A checkpoint is in
 (torch.save's format) passes its CRC checks; corrupt files are renamed ``*.corrupt`` so nothing loads them.
 
 A resume is also held to what its checkpoint fixes (the network, its algorithms, the optimizer, the global
-batch): :func:`reconcile_resume`, :func:`check_resume_classes`, :func:`check_resume_geometry`.
+batch, and in the middle of an epoch the number of devices): :func:`reconcile_resume`,
+:func:`check_resume_classes`, :func:`check_resume_geometry`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import dataclasses
 import fcntl
 import logging
 import os
+import warnings
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -95,6 +97,11 @@ def repair_latest(folder: Path) -> Path | None:
 STRUCTURAL_OPTIMIZER_KEYS = ("name", "decay_bn_and_bias")
 
 
+def has_own_checkpoint(run: RunFolder) -> bool:
+    """Whether the run folder holds a complete checkpoint, so that this start resumes it (autoresume)."""
+    return run.checkpoints.is_dir() and any(_complete(p) for p in checkpoints_newest_first(run.checkpoints))
+
+
 def resumed_run_settings(run: RunFolder) -> dict[str, Any] | None:
     """The run folder's config.yaml when this start resumes the run (it holds a complete checkpoint), else None.
 
@@ -102,9 +109,7 @@ def resumed_run_settings(run: RunFolder) -> dict[str, Any] | None:
     the same answer before and after local rank 0's :func:`repair_latest` moves such files aside. (The repair's
     full CRC check would read the whole checkpoint once per rank.)
     """
-    if not run.config.is_file() or not run.checkpoints.is_dir():
-        return None
-    if not any(_complete(path) for path in checkpoints_newest_first(run.checkpoints)):
+    if not run.config.is_file() or not has_own_checkpoint(run):
         return None
     try:
         previous = yaml.safe_load(run.config.read_text())
@@ -197,16 +202,51 @@ def _keep_optimizer(config: Config, was: dict[str, Any]) -> None:
         config.optimizer = dataclasses.replace(config.optimizer, **{key: old for key, (old, _) in changed.items()})
 
 
-def check_resume_geometry(trainer: Trainer, global_batch: int) -> None:
-    """Refuse a resume with another global batch (world size or data.batch_size changed).
+def checkpoint_world_size(trainer: Trainer) -> int | None:
+    """How many processes saved the checkpoint the trainer resumed from (None on a fresh start).
+
+    Composer 0.32.1 saves one RNG state per rank and keeps the loaded list (``Trainer._rng_state``) until the
+    next epoch starts; its length is that world size (the checkpoint's metadata, which also has it, is not kept).
+    """
+    states = getattr(trainer, "_rng_state", None)
+    return len(states) if states else None
+
+
+def check_resume_geometry(trainer: Trainer, global_batch: int, world_size: int) -> None:
+    """Refuse a resume with another global batch, or on another number of devices from the middle of an epoch.
 
     The LR schedule counts optimizer steps and the linear scaling rule set the LR for the old global batch: a
-    checkpoint from another geometry would shift the warmup and cosine and mis-scale the LR, silently.
+    checkpoint from another global batch would shift the warmup and cosine and mis-scale the LR, silently. With
+    the same global batch (``data.global_batch_size``) the steps and LR are the same on any number of devices,
+    and an epoch-end checkpoint continues on another number of devices. The rest of a partial epoch is the
+    epoch's data order as the old number of devices split it (Composer replays the epoch's first batches to get
+    there), so a mid-epoch checkpoint continues only on as many devices as saved it.
     """
-    done = int(trainer.state.timestamp.batch)
-    if done and int(trainer.state.timestamp.sample) != done * global_batch:
-        was = int(trainer.state.timestamp.sample) / done
+    state = trainer.state
+    done = int(state.timestamp.batch)
+    if not done:
+        return
+    if int(state.timestamp.sample) != done * global_batch:
+        was = int(state.timestamp.sample) / done
         raise ConfigError(
             f"the checkpoint in this run's folder was trained with a global batch of {was:g}, now {global_batch}: "
-            "resume with the original world size and data.batch_size, or start a new run (run_name=...)"
+            "resume with the original global batch (data.global_batch_size, or data.batch_size x world size), or "
+            "start a new run (run_name=...)"
         )
+    saved_by = checkpoint_world_size(trainer)
+    if saved_by is None or saved_by == world_size:
+        return
+    in_epoch, epoch = int(state.timestamp.batch_in_epoch), int(state.timestamp.epoch)
+    if in_epoch:
+        raise ConfigError(
+            f"the checkpoint in this run's folder was saved by {saved_by} devices in the middle of epoch {epoch} "
+            f"(after its batch {in_epoch}), now {world_size} devices: the rest of that epoch follows the data order "
+            f"of {saved_by} devices. Resume on {saved_by} devices until the epoch ends (checkpoints.save_interval=1ep "
+            "saves there), or move the mid-epoch ep*-ba*-rank*.pt files out of checkpoints/ so the run resumes from "
+            "its last epoch-end checkpoint"
+        )
+    if dist.get_global_rank() == 0:
+        log.info("resuming at the end of epoch %d on %d devices (saved by %d): global batch %d kept", epoch,
+                 world_size, saved_by, global_batch)
+    # Composer then warns that the checkpoint holds another number of RNG states than ranks: expected here.
+    warnings.filterwarnings("ignore", message=r"\s*The current world size \(")

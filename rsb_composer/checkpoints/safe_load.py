@@ -3,14 +3,20 @@
 Loading never runs pickled code by default: ``torch.load(weights_only=True)`` with an allow-list of exactly the
 non-tensor types a Composer checkpoint holds (numpy RNG state, a timedelta, the torch version). A file that
 needs anything else is refused unless the user vouches for it with ``--trust-checkpoint``.
+
+:func:`read_weights` reads the network a file holds, whatever the file: a Composer checkpoint (the run's own or
+a top-k ``.ckpt``), a plain torchvision state_dict (``rsb-composer export``'s ``.pth``) or a ``.safetensors``
+file; a network trained with Composer's own stochastic depth comes back with its evaluation scale folded in.
 """
 
 from __future__ import annotations
 
 import datetime
+import logging
 import pickle
 import re
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +25,9 @@ import torch
 from torch.torch_version import TorchVersion
 
 from rsb_composer.config import ConfigError
+from rsb_composer.drop_path import composer_eval_scales, fold_eval_scales
+
+log = logging.getLogger(__name__)
 
 # numpy's RNG state pickles as arrays with their dtype classes (numpy.dtypes.UInt32DType, ...).
 _multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray  # numpy 2 / 1
@@ -27,7 +36,14 @@ SAFE_GLOBALS = [np.ndarray, np.dtype, _multiarray._reconstruct, datetime.timedel
 
 
 def load_checkpoint_file(path: str | Path, trust: bool = False) -> dict[str, Any]:
-    path = Path(path)
+    """A Composer checkpoint, read without running code unless ``trust``."""
+    checkpoint = _torch_load(Path(path), trust)
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint.get("state", {}):
+        raise ConfigError(f"{path}: not a Composer checkpoint (no state.model inside)")
+    return checkpoint
+
+
+def _torch_load(path: Path, trust: bool) -> Any:
     if not path.is_file():
         raise ConfigError(f"checkpoint not found: {path}")
     if not zipfile.is_zipfile(path):
@@ -47,8 +63,6 @@ def load_checkpoint_file(path: str | Path, trust: bool = False) -> dict[str, Any
                           "file comes from, pass --trust-checkpoint") from None
     except Exception as err:  # noqa: BLE001 - any other failure to read means "not a checkpoint"
         raise ConfigError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
-    if not isinstance(checkpoint, dict) or "model" not in checkpoint.get("state", {}):
-        raise ConfigError(f"{path}: not a Composer checkpoint (no state.model inside)")
     return checkpoint
 
 
@@ -90,3 +104,56 @@ def load_network(module: torch.nn.Module, weights: dict[str, torch.Tensor], sour
         raise ConfigError(f"{source}: its network is not the recipe's ({', '.join(found)}); use the recipe "
                           "(model.arch, algorithms) it was trained with")
     module.load_state_dict(weights, strict=True)
+
+
+@dataclass
+class NetworkWeights:
+    weights: dict[str, torch.Tensor]  # torchvision names (no ``module.`` prefix)
+    kind: str  # what the file was, for messages
+    is_ema: bool = False
+    folded: str | None = None  # what was folded into the weights, for messages
+
+
+def network_weights(checkpoint: dict[str, Any], prefer_ema: bool = True) -> NetworkWeights:
+    """A loaded Composer checkpoint's network as :func:`model_weights` gives it, with the evaluation scale of
+    Composer's own stochastic depth, if it trained with it, folded in (``folded`` says so)."""
+    weights, is_ema = model_weights(checkpoint, prefer_ema=prefer_ema)
+    scales = composer_eval_scales(checkpoint["state"].get("algorithms"), weights)
+    if not scales:
+        return NetworkWeights(weights, "Composer checkpoint", is_ema)
+    folded = (f"trained with Composer's stochastic depth, whose evaluation scales each residual branch by its keep "
+              f"probability ({min(scales.values()):.4g} to {max(scales.values()):.4g}): that scale is folded into "
+              f"the {len(scales)} blocks' bn3, so the plain network computes what evaluation did")
+    return NetworkWeights(fold_eval_scales(weights, scales), "Composer checkpoint", is_ema, folded)
+
+
+def read_weights(path: str | Path, trust: bool = False, prefer_ema: bool = True) -> NetworkWeights:
+    """The network in ``path``: a Composer checkpoint (EMA weights when it has them and ``prefer_ema``), a plain
+    state_dict of tensors, or a safetensors file; never running code unless ``trust``.
+
+    A checkpoint trained with Composer's own stochastic depth evaluated a network whose residual branches were
+    scaled by their keep probabilities; the scale is folded into the weights (``folded`` says so), so the plain
+    network computes what the run's evaluation did.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return NetworkWeights(_safetensors(path), "safetensors file")
+    loaded = _torch_load(path, trust)
+    if isinstance(loaded, dict) and "model" in (loaded.get("state") or {}):
+        return network_weights(loaded, prefer_ema=prefer_ema)
+    if isinstance(loaded, dict) and loaded and all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        prefix = "module."
+        return NetworkWeights({k.removeprefix(prefix): v for k, v in loaded.items()}, "state_dict")
+    raise ConfigError(f"{path}: neither a Composer checkpoint nor a state_dict of tensors")
+
+
+def _safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise ConfigError(f"checkpoint not found: {path}")
+    try:
+        return load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ConfigError(f"{path}: not a readable safetensors file ({err})") from None

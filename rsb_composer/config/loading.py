@@ -103,7 +103,15 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, key)
+        # int | str (a number or a word such as "auto"): the first type that takes the value; whether the word
+        # is one the key accepts is for the section's check.
+        errors = []
+        for candidate in inner:
+            try:
+                return _coerce(candidate, value, key)
+            except ConfigError as err:
+                errors.append(err)
+        raise errors[0]
     if dataclasses.is_dataclass(hint):
         return build_section(hint, value, prefix=f"{key}.")
     if origin is list:  # a list of numbers (crop_scale); element type from the hint

@@ -22,6 +22,10 @@ class ModelConfig:
     sync_batchnorm: bool = False  # SyncBatchNorm across GPUs when training on more than one
     compile: bool = False  # torch.compile through Composer's compile_config
     zero_init_residual: bool = False  # zero the last BN gamma of each residual block (timm's zero_init_last)
+    # Warm start: the network's weights from a checkpoint, an exported .pth or a .safetensors file, read without
+    # running code; a fresh run otherwise (optimizer, schedule, step count). Ignored once the run has its own
+    # checkpoint (autoresume wins).
+    init_from: str | None = None
 
 
 @dataclass
@@ -57,8 +61,14 @@ class DataConfig:
     index_cache: bool = True  # keep the ImageFolder file list beside the data (or in ~/.cache); relist on change
     auto_augment: str | None = None  # timm RandAugment string, e.g. rand-m7-mstd0.5-inc1 (the paper's)
     repeated_augmentation: int = 0  # >1: timm's RepeatAugSampler with this many repeats (the paper's 3)
-    batch_size: int = 256  # per device
-    eval_batch_size: int | None = None  # per device; defaults to batch_size
+    batch_size: int | None = None  # per device; 256 when neither it nor global_batch_size is set
+    # All devices together, instead of batch_size: each device takes global_batch_size / world size, so the
+    # optimizer sees the same batch (and LR) on any number of devices.
+    global_batch_size: int | None = None
+    # Gradient accumulation: each device's batch runs in microbatches of this size (BatchNorm statistics per
+    # microbatch); "auto": Composer's out-of-memory back-off (GPU only); null: the whole per-device batch at once.
+    microbatch_size: int | str | None = None
+    eval_batch_size: int | None = None  # per device; defaults to the train microbatch (or per-device batch)
     num_workers: int = 8
     prefetch_factor: int = 2
     pin_memory: bool = True
@@ -91,9 +101,10 @@ class OptimizerConfig:
 
 @dataclass
 class SchedulerConfig:
-    warmup_epochs: float = 5.0  # the first warmup epoch runs at warmup_start_factor * lr, the last at lr
-    warmup_start_factor: float = 0.01
-    min_lr_factor: float = 0.0  # cosine ends at min_lr_factor * lr when training ends
+    style: str = "steps"  # steps: updated every step (the deployment notes'); timm: timm's CosineLRScheduler
+    warmup_epochs: float = 5.0  # linear warmup length; where the peak falls depends on the style
+    warmup_start_factor: float = 0.01  # epoch 0's LR as a fraction of lr (timm's --warmup-lr / lr)
+    min_lr_factor: float = 0.0  # the cosine's floor, as a fraction of lr (timm's --min-lr / lr)
 
 
 @dataclass
@@ -157,7 +168,3 @@ class Config:
         out = dataclasses.asdict(self)
         out.pop("config_path")
         return out
-
-    @property
-    def eval_batch_size(self) -> int:
-        return self.data.eval_batch_size or self.data.batch_size

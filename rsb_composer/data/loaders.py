@@ -18,6 +18,7 @@ from composer.utils import dist
 from torch.utils.data import DataLoader, Dataset
 
 from rsb_composer.config import ConfigError, DataConfig, check, check_choice
+from rsb_composer.data.batching import check_batching, resolve_batching
 from rsb_composer.data.datasets import ImageFolderSplit
 from rsb_composer.data.normalization import ChannelsLastCollate, DeviceNormalize
 from rsb_composer.data.pipelines import PIPELINES, Pipeline
@@ -57,9 +58,7 @@ def check_data(cfg: DataConfig, num_classes: int | None, check_paths: bool = Tru
     check(len(cfg.crop_scale) == 2 and 0.0 < cfg.crop_scale[0] <= cfg.crop_scale[1] <= 1.0, "data.crop_scale",
           cfg.crop_scale, "must be [min, max] with 0 < min <= max <= 1")
     check(0.0 < cfg.crop_pct <= 1.0, "data.crop_pct", cfg.crop_pct, "must be in (0, 1]")
-    check(cfg.batch_size >= 1, "data.batch_size", cfg.batch_size, "must be at least 1")
-    if cfg.eval_batch_size is not None:
-        check(cfg.eval_batch_size >= 1, "data.eval_batch_size", cfg.eval_batch_size, "must be at least 1")
+    check_batching(cfg)
     check(cfg.num_workers >= 0, "data.num_workers", cfg.num_workers, "must be 0 or more")
     check(cfg.prefetch_factor >= 1, "data.prefetch_factor", cfg.prefetch_factor, "must be at least 1")
     check(0 <= cfg.max_bad_fraction <= 1, "data.max_bad_fraction", cfg.max_bad_fraction, "must be in [0, 1]")
@@ -100,6 +99,12 @@ def _loader(dataset: Dataset, cfg: DataConfig, batch_size: int, train: bool, see
     )
 
 
+def _per_device(cfg: DataConfig) -> DataConfig:
+    if cfg.batch_size is None or cfg.global_batch_size is not None or cfg.eval_batch_size is None:
+        cfg, _ = resolve_batching(cfg, dist.get_world_size())
+    return cfg
+
+
 def _uint8_batches(cfg: DataConfig) -> bool:
     """The fast pipeline's images stay uint8 until the device; the reference pipeline and synthetic data come
     normalised already."""
@@ -129,7 +134,12 @@ def _eval_split(cfg: DataConfig, classes: list[str], pipeline: Pipeline, seed: i
 
 def build_loaders(cfg: DataConfig, seed: int, num_classes: int | None = None, channels_last: bool = False,
                   bad_log: Path | None = None) -> Loaders:
-    """Train and val loaders for this rank; unreadable train images are recorded in ``bad_log``."""
+    """Train and val loaders for this rank; unreadable train images are recorded in ``bad_log``.
+
+    ``cfg`` as :func:`~rsb_composer.data.batching.resolve_batching` gives it (per-device batch sizes); a recipe
+    with a global batch is resolved here for the launched world size.
+    """
+    cfg = _per_device(cfg)
     source, pipeline = SOURCES.pick(cfg.source), PIPELINES.pick(cfg.pipeline)
     classes = _classes(cfg, num_classes)
     train_transform = pipeline.train_transform(cfg.train_resolution, cfg.crop_scale, cfg.interpolation,
@@ -137,7 +147,7 @@ def build_loaders(cfg: DataConfig, seed: int, num_classes: int | None = None, ch
     train_set = source.split(cfg, "train", classes, train_transform, pipeline, seed, bad_log)
     val_set = _eval_split(cfg, classes, pipeline, seed)
     train = _loader(train_set, cfg, cfg.batch_size, train=True, seed=seed)
-    val = _loader(val_set, cfg, cfg.eval_batch_size or cfg.batch_size, train=False, seed=seed)
+    val = _loader(val_set, cfg, cfg.eval_batch_size, train=False, seed=seed)
     if source.shards_itself:  # an IterableDataset: its len() is already this rank's share; size is the total
         shares = (len(train_set), train_set.size, "chosen by streaming", len(val_set), val_set.size)
     else:
@@ -148,8 +158,9 @@ def build_loaders(cfg: DataConfig, seed: int, num_classes: int | None = None, ch
     )
     if len(train) == 0:
         raise ConfigError(
-            f"data.batch_size={cfg.batch_size}: larger than this rank's share of the train split "
-            f"({len(train_set)} images over {dist.get_world_size()} ranks); lower it"
+            f"the per-device batch of {cfg.batch_size} (data.batch_size, or data.global_batch_size / world size) "
+            f"is larger than this rank's share of the train split ({len(train_set)} images over "
+            f"{dist.get_world_size()} ranks); lower it"
         )
     return Loaders(train=train, eval=val, classes=classes, batch_transform=_batch_transform(cfg, channels_last))
 
@@ -188,7 +199,7 @@ class EvalSplit:
         # loader's workers start with the transform set here, and are not kept between resolutions.
         self.dataset.transform = transform
         cfg = dataclasses.replace(self.cfg, persistent_workers=False)
-        loader = _loader(self.dataset, cfg, cfg.eval_batch_size or cfg.batch_size, train=False, seed=self.seed)
+        loader = _loader(self.dataset, cfg, cfg.eval_batch_size, train=False, seed=self.seed)
         batch_transform = _batch_transform(cfg, self.channels_last)
         return DataSpec(loader, batch_transforms=batch_transform) if batch_transform else loader
 
@@ -198,6 +209,7 @@ def build_eval_split(cfg: DataConfig, seed: int, num_classes: int | None = None,
     """The val split, or the images of ``split_dir`` labelled with the training classes (by name, or by class
     index for folders named ``0`` ... ``N-1``, see :mod:`rsb_composer.data.split_dirs`). No train image is listed:
     the class names come from the train split's folder names."""
+    cfg = _per_device(cfg)
     pipeline = PIPELINES.pick(cfg.pipeline)
     classes = _classes(cfg, num_classes)
     if split_dir is None:
@@ -217,8 +229,8 @@ def build_eval_loader(cfg: DataConfig, seed: int, num_classes: int | None = None
                       channels_last: bool = False) -> Loaders:
     """The val loader alone, for evaluating a checkpoint: the class names come from the train split's folder
     names, and no train image is listed or read."""
+    cfg = _per_device(cfg)
     pipeline = PIPELINES.pick(cfg.pipeline)
     classes = _classes(cfg, num_classes)
-    val = _loader(_eval_split(cfg, classes, pipeline, seed), cfg, cfg.eval_batch_size or cfg.batch_size,
-                  train=False, seed=seed)
+    val = _loader(_eval_split(cfg, classes, pipeline, seed), cfg, cfg.eval_batch_size, train=False, seed=seed)
     return Loaders(train=None, eval=val, classes=classes, batch_transform=_batch_transform(cfg, channels_last))

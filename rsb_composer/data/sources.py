@@ -137,7 +137,7 @@ def _streaming_split(cfg: DataConfig, split: str, classes: list[str], transform:
 
     train = split == "train"
     return StreamingImages(cfg.remote, cfg.local, split, shuffle=train,
-                           batch_size=cfg.batch_size if train else cfg.eval_batch_size or cfg.batch_size,
+                           batch_size=cfg.batch_size if train else cfg.eval_batch_size,
                            transform=transform, seed=seed, decode=pipeline.decode_bytes)
 
 

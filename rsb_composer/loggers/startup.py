@@ -20,7 +20,8 @@ class Start:
     nodes: int
     device: str
     precision: str
-    per_device_batch: int
+    batching: str  # the batch geometry in words: global batch, per device, microbatches
+    global_batch: int
     lr: float  # the LR the schedule peaks at, scaled to the global batch
     base_lr: float  # optimizer.lr, given at reference_batch
     reference_batch: int
@@ -39,13 +40,11 @@ def startup_lines(start: Start) -> list[str]:
         state = f"resuming from {start.resumed_from.name} (epoch {start.epoch}, batch {start.batch})"
     processes = f"{start.world_size} process{'es' if start.world_size > 1 else ''}"
     nodes = f" on {start.nodes} nodes" if start.nodes > 1 else ""
-    global_batch = start.per_device_batch * start.world_size
     on = [_algorithm(name, args) for name, args in start.algorithms.items() if args is not None]
     lines = [
         f"recipe {start.recipe} -> {start.run_dir}: {state}, to {start.max_duration}",
         f"world: {processes}{nodes}, {start.device}, {start.precision}",
-        f"global batch {global_batch} ({start.per_device_batch} per device x {start.world_size}): LR {start.lr:.6g} "
-        f"= {start.base_lr:g} x {global_batch} / {start.reference_batch}",
+        f"{start.batching}: LR {start.lr:.6g} = {start.base_lr:g} x {start.global_batch} / {start.reference_batch}",
         f"algorithms: {', '.join(on) or 'none'}",
         f"metrics: {start.run_dir / 'metrics.csv'}, {start.run_dir / 'plots'}, {start.run_dir / 'logs'}",
     ]

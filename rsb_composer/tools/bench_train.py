@@ -21,6 +21,7 @@ from composer.loggers import Logger
 
 from rsb_composer.algorithms import IMAGE_FILE_ALGORITHMS, channels_last_on
 from rsb_composer.config import Config, ConfigError, DataConfig, SyntheticConfig
+from rsb_composer.data.batching import resolve_batching
 from rsb_composer.devices import resolve_device, resolve_precision
 from rsb_composer.losses import build_loss
 from rsb_composer.model import build_model, prepare_compile
@@ -35,7 +36,7 @@ def synthetic_config(config: Config, steps: int, run_dir: str) -> Config:
         config.data, source="synthetic", num_workers=min(config.data.num_workers, 4), repeated_augmentation=0,
         synthetic=SyntheticConfig(num_classes=config.model.num_classes or 1000,
                                   train_samples=config.data.batch_size * steps,
-                                  val_samples=config.eval_batch_size),
+                                  val_samples=config.data.eval_batch_size),
     )
     algorithms = {k: v for k, v in config.algorithms.items() if k not in IMAGE_FILE_ALGORITHMS}
     return replace(config, data=data, algorithms=algorithms, run_dir=run_dir, max_duration=f"{steps}ba",
@@ -45,9 +46,9 @@ def synthetic_config(config: Config, steps: int, run_dir: str) -> Config:
 
 class PlainLoop:
     """The trainer's model, batch, optimizer, loss and precision in a bare PyTorch step over one device-resident
-    batch: the unmodified network (no algorithms), no data loading, no callbacks."""
+    batch, in the trainer's microbatches: the unmodified network (no algorithms), no data loading, no callbacks."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, microbatch_size: int):
         device_kind = resolve_device()
         self.device = torch.device("cuda" if device_kind == "gpu" else "cpu")
         num_classes = config.model.num_classes or 1000
@@ -63,6 +64,7 @@ class PlainLoop:
         if channels_last:
             self.inputs = self.inputs.contiguous(memory_format=torch.channels_last)
         self.targets = torch.randint(0, num_classes, (config.data.batch_size,), device=self.device)
+        self.microbatch_size = microbatch_size
         if config.model.compile:
             prepare_compile()
         self.model = torch.compile(model) if config.model.compile else model
@@ -73,10 +75,12 @@ class PlainLoop:
 
     def step(self) -> None:
         autocast = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
-        with autocast:
-            loss = self.loss_fn(self.model(self.inputs), self.targets)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        chunks = zip(self.inputs.split(self.microbatch_size), self.targets.split(self.microbatch_size), strict=True)
+        for inputs, targets in chunks:
+            with autocast:
+                loss = self.loss_fn(self.model(inputs), targets) * (len(targets) / len(self.targets))
+            self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
 
@@ -120,7 +124,7 @@ class PairedTimer(Callback):
         if done == self.warmup:
             if torch.cuda.is_available():
                 self.peak_memory_gib = torch.cuda.max_memory_allocated() / 2**30
-            self.plain = PlainLoop(self.config)
+            self.plain = PlainLoop(self.config, int(state.device_train_microbatch_size))  # Composer's, "auto" too
         timed = done > 2 * self.warmup
         if timed and self._left is not None:
             self.trainer_s.append(arrived - self._left)
@@ -162,6 +166,8 @@ def bench_train(config: Config, steps: int, warmup: int = 3, repeats: int = 2) -
     if steps < 1 or warmup < 1 or repeats < 1:
         raise ConfigError(f"bench-train needs --steps, --warmup and --repeats of at least 1 (got {steps}, {warmup}, "
                           f"{repeats}): the plain loop warms up while the trainer does")
+    data, _ = resolve_batching(config.data, world_size=1)  # one process: the recipe's global batch on one device
+    config = replace(config, data=data)
     trainer_s: list[float] = []
     plain_s: list[float] = []
     peak = None

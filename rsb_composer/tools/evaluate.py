@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,11 +32,13 @@ from composer.core import DataSpec, get_precision_context
 from composer.utils.misc import model_eval_mode
 
 from rsb_composer.algorithms import channels_last_on
-from rsb_composer.checkpoints.safe_load import load_checkpoint_file, model_weights
+from rsb_composer.checkpoints.safe_load import read_weights
 from rsb_composer.config import Choices, Config, ConfigError
 from rsb_composer.data import EvalSplit, build_eval_split
 from rsb_composer.data.real_labels import load_real_labels, real_correct
 from rsb_composer.train import build_eval_network
+
+log = logging.getLogger(__name__)
 
 VAL_KEYS = ("val/loss", "val/acc1", "val/acc5")  # the trainer's own val metrics (model.py)
 REAL_ACC1 = "real/acc1"
@@ -113,7 +116,10 @@ def evaluate(config: Config, checkpoint: str | Path, *, trust: bool = False, res
     of ``resolutions`` (default: the recipe's ``data.eval_resolution``); returns the evaluation and a one-line
     notice about how ``split_dir``'s folders were labelled (or None). Reads no train image."""
     forward = TTA.pick(tta)
-    weights, is_ema = model_weights(load_checkpoint_file(checkpoint, trust=trust), prefer_ema=True)
+    found = read_weights(checkpoint, trust=trust, prefer_ema=True)
+    weights, is_ema = found.weights, found.is_ema
+    if found.folded:
+        log.warning("%s was %s", checkpoint, found.folded)
     split = build_eval_split(config.data, config.seed, config.model.num_classes,
                              channels_last=channels_last_on(config.algorithms), split_dir=split_dir)
     labels = None

@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 from rsb_composer.config import Config
+from rsb_composer.data.batching import batch_geometry
 from rsb_composer.data.samplers import steps_per_epoch as sampler_steps
 from rsb_composer.optim import scaled_lr
-from rsb_composer.schedules import lr_multiplier, total_epochs
+from rsb_composer.schedules import STYLES, lr_multiplier, total_epochs
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +35,12 @@ def count_train_images(config: Config) -> tuple[int, str]:
 
 def lr_schedule_report(config: Config, world_size: int, steps_per_epoch: int | None, as_csv: bool = False,
                        png: str | None = None) -> int:
-    global_batch = config.data.batch_size * world_size
+    geometry = batch_geometry(config.data, world_size)
+    global_batch = geometry.global_batch
     peak = scaled_lr(config.optimizer, global_batch)
     if steps_per_epoch is None:
         images, source = count_train_images(config)
-        steps_per_epoch = max(1, sampler_steps(images, config.data.batch_size, config.data.repeated_augmentation,
+        steps_per_epoch = max(1, sampler_steps(images, geometry.per_device, config.data.repeated_augmentation,
                                                world_size))
         origin = f"{images} train images ({source})"
     else:
@@ -51,9 +53,11 @@ def lr_schedule_report(config: Config, world_size: int, steps_per_epoch: int | N
         for epoch, lr in rows:
             print(f"{epoch},{lr:.10g}")
     else:
-        print(f"# {config.run_name}: world size {world_size}, global batch {global_batch}, peak LR {peak:.6g} "
+        updated = "every step" if STYLES.pick(config.scheduler.style).per_step else "once per epoch"
+        print(f"# {config.run_name}: {geometry.describe()}, peak LR {peak:.6g} "
               f"({config.optimizer.lr:g} x {global_batch} / {config.optimizer.reference_batch_size}), "
-              f"{steps_per_epoch} steps per epoch from {origin}", file=sys.stderr)
+              f"{steps_per_epoch} steps per epoch from {origin}; scheduler.style={config.scheduler.style} "
+              f"(updated {updated})", file=sys.stderr)
         print(f"{'epoch':>7}  {'lr':>12}")
         for epoch, lr in rows:
             print(f"{epoch:>7}  {lr:12.6f}")

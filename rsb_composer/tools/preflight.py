@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rsb_composer.algorithms import channels_last_on
 from rsb_composer.config import Config, ConfigError
+from rsb_composer.data.batching import AUTO, batch_geometry, resolve_batching
 from rsb_composer.recipe import load_recipe
 
 OK, WARN, FAIL = "ok", "!!", "FAIL"
@@ -39,15 +40,16 @@ def _data(config: Config, world_size: int) -> tuple[object | None, Check]:
 
     try:
         check_data(config.data, config.model.num_classes, check_paths=True)
-        loaders = build_loaders(config.data, config.seed, config.model.num_classes,
+        data, geometry = resolve_batching(config.data, world_size)
+        loaders = build_loaders(data, config.seed, config.model.num_classes,
                                 channels_last=channels_last_on(config.algorithms))
     except ConfigError as err:
         return None, Check(FAIL, "data readable", str(err))
     train, val = loaders.train.dataset, loaders.eval.dataset
     per_rank = len(train) // world_size
-    if per_rank < config.data.batch_size:
-        return None, Check(FAIL, "data readable", f"data.batch_size={config.data.batch_size} is larger than a rank's "
-                           f"share of the train split ({len(train)} images / {world_size} ranks = {per_rank})")
+    if per_rank < geometry.per_device:
+        return None, Check(FAIL, "data readable", f"the per-device batch of {geometry.per_device} is larger than a "
+                           f"rank's share of the train split ({len(train)} images / {world_size} ranks = {per_rank})")
     try:
         for index in (0, len(train) - 1):
             train[index]
@@ -74,6 +76,8 @@ def _devices(config: Config) -> Check:
 
     if not torch.cuda.is_available():
         note = f"; precision={config.precision} will fall back to fp32" if config.precision != "fp32" else ""
+        if config.data.microbatch_size == AUTO:
+            note += f"; data.microbatch_size={AUTO} needs GPUs (refused on the CPU)"
         return Check(WARN, "devices", f"no GPU visible, training runs on the CPU{note}")
     gpus = [torch.cuda.get_device_properties(i) for i in range(torch.cuda.device_count())]
     names = ", ".join(f"{g.name} ({g.total_memory / 2**30:.0f} GiB)" for g in gpus)
@@ -83,11 +87,14 @@ def _devices(config: Config) -> Check:
 def _scale(config: Config, world_size: int) -> Check:
     from rsb_composer.optim import scaled_lr
 
-    global_batch = config.data.batch_size * world_size
-    lr = scaled_lr(config.optimizer, global_batch)
-    return Check(OK, "world size and LR", f"world size {world_size}, global batch {global_batch} "
-                 f"({config.data.batch_size} per device), LR {lr:.6g} = {config.optimizer.lr:g} x {global_batch} / "
-                 f"{config.optimizer.reference_batch_size}")
+    try:
+        geometry = batch_geometry(config.data, world_size)
+    except ConfigError as err:
+        return Check(FAIL, "world size and LR", str(err))
+    lr = scaled_lr(config.optimizer, geometry.global_batch)
+    rule = "" if geometry.global_fixed else " (per-device data.batch_size: the LR scales with the world size)"
+    return Check(OK, "world size and LR", f"world size {world_size}, {geometry.describe()}, LR {lr:.6g} = "
+                 f"{config.optimizer.lr:g} x {geometry.global_batch} / {config.optimizer.reference_batch_size}{rule}")
 
 
 def _wandb(config: Config) -> Check:
@@ -146,8 +153,9 @@ def _estimate(config: Config, world_size: int, images: int, speed: float | None)
 
     if not speed:
         return Check(WARN, "time estimate", "no loader speed measured")
-    steps = steps_per_epoch(images, config.data.batch_size, config.data.repeated_augmentation, world_size)
-    epoch_seconds = steps * config.data.batch_size / speed  # every rank reads its shard in parallel
+    per_device = batch_geometry(config.data, world_size).per_device
+    steps = steps_per_epoch(images, per_device, config.data.repeated_augmentation, world_size)
+    epoch_seconds = steps * per_device / speed  # every rank reads its shard in parallel
     epochs = total_epochs(config.max_duration, max(steps, 1))
     return Check(OK, "time estimate", f"data-bound: an epoch ({steps} steps) takes at least "
                  f"{format_duration(epoch_seconds)}, the run ({epochs:g} epochs) at least "
