@@ -9,7 +9,7 @@ launchers recognised from the environment, in the order they are tried; each com
 - ``slurm``: ``srun`` with one task per device: the ranks from SLURM_PROCID/LOCALID/NODEID, the sizes from the
   step's task counts, MASTER_ADDR the step's first host, MASTER_PORT from the job and step ids (unless set).
 - ``kubernetes``: a PyTorchJob pod running one process: RANK and WORLD_SIZE count pods, so each pod is a node.
-- ``single``: none of it set: one process.
+- ``single``: none of them set (or the values Composer fills in for one process): one process.
 
 Anything else (some of the variables without the others, a world SLURM did not start) is a :class:`LaunchError`
 naming the variables, before any waiting. Only the standard library is imported here: the environment must be
@@ -31,6 +31,7 @@ from rsb_composer.config import ConfigError, check
 log = logging.getLogger(__name__)
 
 RANK_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK")
+ONE_PROCESS = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1", "NODE_RANK": "0"}
 SBATCH_SCRIPT = "scripts/slurm/train.sbatch"
 
 
@@ -125,6 +126,10 @@ def _kubernetes(env: Mapping[str, str]) -> dict[str, str]:
     return {"LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1", "NODE_RANK": env["RANK"]}
 
 
+def _one_process(env: Mapping[str, str]) -> bool:
+    return all(env.get(name, one) == one for name, one in ONE_PROCESS.items())
+
+
 def _nodes_from_sizes(env: Mapping[str, str]) -> int:
     world, local = int(env.get("WORLD_SIZE", 1)), max(int(env.get("LOCAL_WORLD_SIZE", 1)), 1)
     return -(-world // local)
@@ -133,15 +138,15 @@ def _nodes_from_sizes(env: Mapping[str, str]) -> int:
 LAUNCHERS: tuple[Launcher, ...] = (
     Launcher("torchrun", lambda env: "TORCHELASTIC_RUN_ID" in env or "GROUP_RANK" in env, _torchrun,
              lambda env: int(env.get("GROUP_WORLD_SIZE") or _nodes_from_sizes(env))),
-    Launcher("composer", lambda env: all(name in env for name in RANK_VARIABLES), lambda env: {},
-             _nodes_from_sizes),
+    Launcher("composer", lambda env: all(name in env for name in RANK_VARIABLES) and not _one_process(env),
+             lambda env: {}, _nodes_from_sizes),
     Launcher("slurm", lambda env: "SLURM_PROCID" in env and not any(name in env for name in RANK_VARIABLES),
              _slurm, lambda env: int(env.get("SLURM_STEP_NUM_NODES") or env.get("SLURM_NNODES") or 1)),
     Launcher("kubernetes", lambda env: "KUBERNETES_SERVICE_HOST" in env and {"RANK", "WORLD_SIZE"} <= set(env)
              and not {"LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK"} & set(env), _kubernetes,
              lambda env: int(env["WORLD_SIZE"])),
-    Launcher("single", lambda env: not any(name in env for name in RANK_VARIABLES), lambda env: {},
-             lambda env: 1),
+    # Nothing set, or the values Composer itself fills in for one process (a second trainer in a process).
+    Launcher("single", _one_process, lambda env: {}, lambda env: 1),
 )
 
 
@@ -234,7 +239,7 @@ def init_distributed(launch: Launch, device: str, timeout: float) -> None:
     try:
         dist.initialize_dist(device, timeout)
     except RuntimeError as err:  # torch's DistError, DistStoreError, DistNetworkError are RuntimeErrors
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        message = str(err).strip().splitlines()[0].rstrip(".") if str(err).strip() else type(err).__name__
         raise LaunchError(f"distributed start failed within dist_timeout={timeout:g} s ({launch.summary()}): "
                           f"{message}; start all {launch.world_size} ranks with the same MASTER_ADDR and "
                           "MASTER_PORT, or raise dist_timeout") from None

@@ -51,7 +51,7 @@ AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 KillWait=10
 InactiveLimit=0
-MinJobAge=300
+MinJobAge=10
 NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """
@@ -68,6 +68,11 @@ def missing() -> str | None:
         pwd.getpwnam("munge")
     except KeyError:
         return "no 'munge' user (the munge package creates it)"
+    host = socket.gethostname().split(".")[0]
+    try:
+        socket.gethostbyname(host)
+    except OSError:
+        return f"this host's name {host!r} does not resolve (SLURM's node name is the master address)"
     return None
 
 
@@ -135,6 +140,12 @@ class SlurmCluster:
 
     def _client_env(self) -> dict[str, str]:
         return {**os.environ, **self.env}
+
+    def run(self, *args: str, timeout: float = 60) -> str:
+        """A SLURM client command (squeue, scontrol, scancel, ...) against this cluster; its stdout."""
+        result = subprocess.run(list(args), env=self._client_env(), capture_output=True, text=True, timeout=timeout)
+        assert result.returncode == 0, f"{' '.join(args)}: {result.stderr}"
+        return result.stdout
 
     def _spawn(self, args: list[str], **popen) -> None:
         log = open(self.root / f"{Path(args[0]).name}.out", "w")  # noqa: SIM115 - closed with the folder

@@ -1,11 +1,14 @@
 """The launcher environment: what each launcher sets, what rsb_composer.launch completes for Composer, and the
-launch mistakes refused in one line. Environment-only (no process starts), so it always runs; the real launchers
-run in tests/test_torchrun.py and tests/test_slurm.py."""
+launch mistakes refused in one line. The mapping is tested on environments alone, so it runs everywhere; the real
+launchers run in tests/test_torchrun.py and tests/test_slurm.py."""
+
+import sys
 
 import pytest
 
-from rsb_composer import launch
+from rsb_composer import launch, train
 from rsb_composer.launch import LaunchError, detect, expand_hostlist, prepare, tasks_per_node
+from tests.helpers import TRAIN_PY, free_port, run
 
 # What `srun -N 2 --ntasks-per-node 4` gives task 6 (measured on the test cluster for one node; the variables
 # are SLURM's, the values of a second node as SLURM numbers them).
@@ -105,6 +108,9 @@ def test_composers_launcher_and_a_plain_process_need_nothing():
     assert detect(COMPOSER).added == {} and detect(COMPOSER).nodes == 1
     plain = detect({"HOME": "/root"})
     assert plain.launcher == "single" and plain.world_size == 1 and plain.summary().endswith("(one process)")
+    # What Composer writes into os.environ for one process: a second trainer in the process is still one process.
+    assert detect(launch.ONE_PROCESS).launcher == "single"
+    assert detect({**SLURM_TASK_6, **launch.ONE_PROCESS}).launcher == "single"
 
 
 @pytest.mark.parametrize("env, words", [
@@ -151,3 +157,39 @@ def test_slurm_task_counts_expand():
     assert tasks_per_node("2(x3),1") == [2, 2, 2, 1] and tasks_per_node("8") == [8]
     with pytest.raises(LaunchError):
         tasks_per_node("2(y3)")
+
+
+def test_the_trainer_refuses_a_partial_environment_before_any_work(write_recipe, tmp_path, monkeypatch, capsys):
+    for name in launch.RANK_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert train.main([str(write_recipe()), f"run_dir={tmp_path / 'run'}"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: WORLD_SIZE is set but RANK, LOCAL_RANK, LOCAL_WORLD_SIZE, NODE_RANK are not: launch with composer, "
+        "torchrun or srun, which set them all, or unset them to run one process (README: Launching)"]
+    assert not (tmp_path / "run").exists()
+
+
+def _rank(rank: int, port: int, subprocess_env: dict[str, str]) -> dict[str, str]:
+    return {**subprocess_env, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
+            "NODE_RANK": str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+
+
+@pytest.mark.slow
+def test_a_master_that_does_not_answer_within_dist_timeout_is_one_line(write_recipe, tmp_path, subprocess_env):
+    port = free_port()  # nothing listens there
+    result = run([sys.executable, TRAIN_PY, write_recipe(), f"run_dir={tmp_path / 'run'}", "dist_timeout=3"],
+                 env=_rank(1, port, subprocess_env), expect=2, timeout=120)
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"error: rank 0 at MASTER_ADDR=127.0.0.1 MASTER_PORT={port} did not answer within dist_timeout=3 s")
+
+
+@pytest.mark.slow
+def test_a_rank_0_left_alone_stops_after_dist_timeout_in_one_line(write_recipe, tmp_path, subprocess_env):
+    result = run([sys.executable, TRAIN_PY, write_recipe(), f"run_dir={tmp_path / 'run'}", "dist_timeout=3"],
+                 env=_rank(0, free_port(), subprocess_env), expect=2, timeout=120)
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: distributed start failed within dist_timeout=3 s (launch: composer, world size 2")
+    assert "1/2 clients joined" in last

@@ -128,3 +128,33 @@ def test_a_resume_refuses_what_its_checkpoint_cannot_carry_and_keeps_the_runs_op
     assert saved["optimizer"]["lr"] == 0.2 and saved["optimizer"]["weight_decay"] == 0.0001
     # The rest follows the command: the new max_duration, mixup off (it does not touch the network).
     assert saved["max_duration"] == "2ep" and saved["algorithms"]["mixup"] is None
+
+
+def test_autoresume_refuses_a_checkpoint_that_would_run_code_unless_trusted(write_recipe, tmp_path, capsys):
+    """Whoever can write into the run folder's checkpoints/ (shared storage) must not run code in the next
+    restart: the checkpoint autoresume would load is read as data only, and anything else is refused."""
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    run_dir = tmp_path / "run"
+    args = [str(write_recipe()), f"run_dir={run_dir}", "max_duration=2ba", "checkpoints.save_interval=1ba",
+            "checkpoints.keep_top_k=0"]
+    assert train.main(args) == 0
+    target = (run_dir / "checkpoints" / LATEST).resolve()
+    planted = torch.load(target, map_location="cpu", weights_only=False)  # our own file: a full load is fine
+    planted["extra"] = Payload()
+    torch.save(planted, target)
+    capsys.readouterr()
+
+    assert train.main([*args, "max_duration=3ba"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"error: {target}: refusing to unpickle posix.mkdir (it could run code); if you trust where "
+                       "the file comes from, set checkpoints.trust=true")
+    assert not marker.exists()
+
+    assert train.main([*args, "max_duration=3ba", "checkpoints.trust=true"]) == 0  # knowingly accepted: it runs
+    assert marker.is_dir()
+    assert (run_dir / "checkpoints" / LATEST).resolve().name == "ep0-ba3-rank0.pt"  # and it trained on
