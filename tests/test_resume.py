@@ -158,3 +158,17 @@ def test_autoresume_refuses_a_checkpoint_that_would_run_code_unless_trusted(writ
     assert train.main([*args, "max_duration=3ba", "checkpoints.trust=true"]) == 0  # knowingly accepted: it runs
     assert marker.is_dir()
     assert (run_dir / "checkpoints" / LATEST).resolve().name == "ep0-ba3-rank0.pt"  # and it trained on
+
+
+def test_a_checkpoint_holding_every_stateful_algorithms_state_resumes_as_data_only(write_recipe, tmp_path):
+    """The allow-list covers what the algorithms put into a checkpoint (EMA's and SWA's averaged models, SAM's
+    wrapped optimizer, progressive resizing, layer freezing, selective backprop): such a run resumes."""
+    run_dir = tmp_path / "run"
+    args = [str(write_recipe()), f"run_dir={run_dir}", "max_duration=2ba", "checkpoints.save_interval=1ba",
+            "checkpoints.keep_top_k=0", "algorithms.ema={half_life: 1ba, update_interval: 1ba, ema_start: 0.0dur}",
+            "algorithms.swa={swa_start: 0.0dur, swa_end: 0.99dur, anneal_steps: 1}", "algorithms.sam={rho: 0.05}",
+            "algorithms.progressive_resizing={}", "algorithms.layer_freezing={freeze_start: 0.0}",
+            "algorithms.selective_backprop={start: 0.0, end: 1.0}"]
+    assert train.main(args) == 0
+    assert train.main([*args, "max_duration=3ba"]) == 0
+    assert (run_dir / "checkpoints" / LATEST).resolve().name == "ep0-ba3-rank0.pt"
