@@ -88,7 +88,7 @@ def _torchrun(env: Mapping[str, str]) -> dict[str, str]:
 
 def _slurm(env: Mapping[str, str]) -> dict[str, str]:
     if "SLURM_STEP_NUM_TASKS" not in env:  # the batch script itself (or salloc's shell), not a task of srun
-        tasks = int(env.get("SLURM_NTASKS", "1") or 1)
+        tasks = _integer(env, "SLURM_NTASKS") if env.get("SLURM_NTASKS") else 1
         if tasks > 1:
             raise LaunchError(
                 f"SLURM_NTASKS={tasks} but this process was not started by srun, so the other {tasks - 1} ranks "

@@ -57,9 +57,16 @@ RUN = ["max_duration=3ep", "scheduler.warmup_epochs=0", "checkpoints.save_interv
        "checkpoints.keep_top_k=0"]
 
 
+# What Composer writes into os.environ when a test trains in-process (one process: RANK=0, WORLD_SIZE=1, ...);
+# a launcher started by a later test must not inherit it.
+DISTRIBUTED_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK", "MASTER_ADDR",
+                         "MASTER_PORT")
+
+
 def subprocess_env(**extra: str) -> dict[str, str]:
-    """Environment for launching the trainer: no W&B network, few threads per process."""
-    env = dict(os.environ)
+    """Environment for launching the trainer: no W&B network, few threads per process, no distributed variables
+    left behind by in-process training."""
+    env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_VARIABLES}
     env.update({"WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **extra})
     return env
 

@@ -129,7 +129,7 @@ class Config:
     precision: str = "amp_fp16"
     eval_interval: str = "1ep"
     progress_bar: bool = True
-    dist_timeout: float = 300.0  # seconds every rank waits for the others at start (Composer's dist_timeout)
+    dist_timeout: float = 300.0  # seconds the ranks wait for each other at start and in collectives (Composer's)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
