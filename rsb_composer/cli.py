@@ -1,5 +1,5 @@
 """The ``rsb-composer`` command: ``train``, ``show-config``, ``lr-schedule``, ``eval``, ``export``, ``preflight``,
-``bench-data``, ``bench-index``, ``bench-train``, ``convert-mds``."""
+``bench-data``, ``bench-index``, ``bench-train``, ``bench-resume-load``, ``convert-mds``."""
 
 from __future__ import annotations
 
@@ -80,6 +80,18 @@ def _bench_train(args: argparse.Namespace) -> int:
              f"ratio: {result['ratio']:.3f}"]
     if "peak_memory_gib" in result:
         lines.append(f"peak GPU memory: {result['peak_memory_gib']:.1f} GiB")
+    return _report(result, args.json, lines)
+
+
+def _bench_resume_load(args: argparse.Namespace) -> int:
+    from rsb_composer.tools.bench_resume_load import bench_resume_load
+
+    config = _recipe(args, check_paths=False)
+    result = bench_resume_load(config, repeats=args.repeats)
+    lines = [f"checkpoint of {config.model.arch} ({args.config}): {result['checkpoint_mib']:,.1f} MiB",
+             f"full unpickling (Composer 0.32.1): {result['full_unpickling_s']:.3f} s",
+             f"as data only (autoresume here):    {result['data_only_s']:.3f} s",
+             f"added by reading as data only:     {result['added_s']:+.3f} s (medians of {args.repeats})"]
     return _report(result, args.json, lines)
 
 
@@ -235,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runs of the trainer, each with its paired plain steps, pooled (default 2)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_bench_train)
+
+    p = with_config("bench-resume-load", "seconds to load the recipe's checkpoint as data only vs fully unpickled")
+    p.add_argument("--repeats", type=int, default=5, help="loads of each kind, alternating (default 5)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_bench_resume_load)
     return parser
 
 

@@ -21,6 +21,10 @@ def resolve_device() -> str:
     return "gpu" if torch.cuda.is_available() else "cpu"
 
 
+def visible_gpus() -> int:
+    return torch.cuda.device_count()
+
+
 _warned: set[str] = set()
 
 

@@ -15,6 +15,7 @@ from rsb_composer.checkpoints.saving import check_checkpoints
 from rsb_composer.config import Config, check_time, load_config
 from rsb_composer.data.loaders import check_data, decodes_images
 from rsb_composer.devices import check_precision
+from rsb_composer.launch import check_dist_timeout
 from rsb_composer.loggers import check_loggers
 from rsb_composer.losses import check_loss
 from rsb_composer.model import check_model
@@ -28,6 +29,7 @@ def check_recipe(config: Config, check_paths: bool = True) -> None:
     check_precision(config.precision)
     check_time("max_duration", config.max_duration)
     check_time("eval_interval", config.eval_interval)
+    check_dist_timeout(config.dist_timeout)
     check_checkpoints(config.checkpoints)
     check_model(config.model)
     check_data(config.data, config.model.num_classes, check_paths=check_paths)

@@ -52,7 +52,9 @@ from rsb_composer.checkpoints.warm_start import warm_start  # noqa: E402
 from rsb_composer.config import Config, ConfigError  # noqa: E402
 from rsb_composer.data import build_eval_loader, build_loaders  # noqa: E402
 from rsb_composer.data.batching import AUTO, BatchGeometry, resolve_batching  # noqa: E402
-from rsb_composer.devices import resolve_device, resolve_precision  # noqa: E402
+from rsb_composer.devices import resolve_device, resolve_precision, visible_gpus  # noqa: E402
+from rsb_composer.launch import check_devices, init_distributed  # noqa: E402
+from rsb_composer.launch import prepare as prepare_launch  # noqa: E402
 from rsb_composer.loggers import Start, build_loggers, startup_lines  # noqa: E402
 from rsb_composer.model import build_model, convert_sync_batchnorm, prepare_compile  # noqa: E402
 from rsb_composer.optim import build_optimizer, scaled_lr  # noqa: E402
@@ -74,21 +76,27 @@ warnings.filterwarnings("ignore", message="Specifying the ProgressBarLogger via 
 def build_trainer(config: Config) -> Trainer:
     """Build data, model, optimizer, schedule, algorithms and callbacks into a Composer Trainer (no training).
 
-    ``config`` as :func:`rsb_composer.recipe.load_recipe` returns it. Fills in inferred values
-    (``model.num_classes``) and writes the resolved config to ``run_dir/config.yaml``. With a checkpoint in
-    ``run_dir/checkpoints`` the trainer resumes from it.
+    ``config`` as :func:`rsb_composer.recipe.load_recipe` returns it. Completes the launcher's environment
+    (:mod:`rsb_composer.launch`) and starts torch.distributed, waiting ``dist_timeout`` for the other ranks. Fills
+    in inferred values (``model.num_classes``) and writes the resolved config to ``run_dir/config.yaml``. With a
+    checkpoint in ``run_dir/checkpoints`` the trainer resumes from it, reading it as data only unless
+    ``checkpoints.trust``.
     """
-    composer_fixes.apply()
+    launch = prepare_launch()
+    device = resolve_device()
+    check_devices(launch, visible_gpus() if device == "gpu" else 0)
+    init_distributed(launch, device, config.dist_timeout)
+    composer_fixes.apply(trust_checkpoints=config.checkpoints.trust)
     run = RunFolder(Path(config.run_dir))
     run.create()
     setup_logging(run)
+    log.info("%s", launch.summary())  # the console shows rank 0's; each rank's log file has its own
     previous = resumed_run_settings(run)
     if previous is not None:
         reconcile_resume(config, previous)
     # Seed before the model exists: its random initialisation must be the same on every start of the same
     # recipe (Composer seeds again inside Trainer, after the model has been built).
     reproducibility.seed_all(config.seed)
-    device = resolve_device()
     world_size = dist.get_world_size()
     data, geometry = resolve_batching(config.data, world_size)
     if geometry.microbatch_size == AUTO and device != "gpu":
@@ -153,6 +161,7 @@ def build_trainer(config: Config) -> Trainer:
         device=device,
         precision=resolve_precision(config.precision, device),
         seed=config.seed,
+        dist_timeout=config.dist_timeout,
         compile_config={} if config.model.compile else None,
         **save_arguments(config.checkpoints, run),
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import TINY_RECIPE, TINY_TOY
+from tests.helpers import TINY_RECIPE, TINY_TOY, finish, launch_composer, tiny_recipe
 from tests.helpers import subprocess_env as make_env
 
 
@@ -16,6 +16,18 @@ from tests.helpers import subprocess_env as make_env
 def toy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny toy set for the whole session (generated on first use by the trainer or ensure_toy_dataset)."""
     return tmp_path_factory.mktemp("toy") / "tiny"
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory: pytest.TempPathFactory, toy_dir: Path):
+    """One uninterrupted `composer -n 2` run of the RUN settings (tests/helpers.py) that the interrupted ones and
+    the other launchers must reproduce: (recipe, run folder, environment)."""
+    root = tmp_path_factory.mktemp("reference")
+    recipe = root / "tiny.yaml"
+    recipe.write_text(tiny_recipe(toy_dir))
+    env = make_env()
+    finish(launch_composer(recipe, root / "run", env, root))
+    return recipe, root / "run", env
 
 
 @pytest.fixture

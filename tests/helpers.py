@@ -50,9 +50,23 @@ def tiny_recipe(toy_dir: Path) -> str:
     return TINY_RECIPE.format(toy_dir=toy_dir, toy=TINY_TOY)
 
 
+# The multi-process runs compared with one another (tests/conftest.py's `reference`): 4 classes x 16 images /
+# batch 8 = 8 steps per epoch on one process, 4 per rank on two; checkpoints every 2 batches, so a kill lands
+# mid-epoch. No workers: the order of random numbers is then fully restored.
+RUN = ["max_duration=3ep", "scheduler.warmup_epochs=0", "checkpoints.save_interval=2ba", "checkpoints.keep_last=3",
+       "checkpoints.keep_top_k=0"]
+
+
+# What Composer writes into os.environ when a test trains in-process (one process: RANK=0, WORLD_SIZE=1, ...);
+# a launcher started by a later test must not inherit it.
+DISTRIBUTED_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK", "MASTER_ADDR",
+                         "MASTER_PORT")
+
+
 def subprocess_env(**extra: str) -> dict[str, str]:
-    """Environment for launching the trainer: no W&B network, few threads per process."""
-    env = dict(os.environ)
+    """Environment for launching the trainer: no W&B network, few threads per process, no distributed variables
+    left behind by in-process training."""
+    env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_VARIABLES}
     env.update({"WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **extra})
     return env
 
@@ -101,3 +115,21 @@ def same_weights(a: Path, b: Path) -> None:
     assert wa.keys() == wb.keys()
     for key in wa:
         torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=0, msg=key)
+
+
+def launch_composer(recipe: Path, run_dir: Path, env: dict[str, str], cwd: Path, extra=(), **popen) -> subprocess.Popen:
+    """`composer -n 2` of the RUN settings in the background (stdout and stderr together)."""
+    args = [*COMPOSER, "-n", "2", "--master_port", str(free_port()), str(TRAIN_PY)]
+    return subprocess.Popen([*args, str(recipe), *RUN, f"run_dir={run_dir}", *extra], env=env, cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def finish(process: subprocess.Popen, timeout: float = 300) -> str:
+    """Wait for a background launch; it must exit 0. Its output."""
+    out, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, out[-4000:]
+    return out
+
+
+def metrics_table(run_dir: Path) -> str:
+    return (run_dir / "metrics.csv").read_text()

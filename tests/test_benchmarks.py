@@ -1,4 +1,4 @@
-"""The benchmarks as a user runs them: bench-train, bench-data and bench-index through the CLI."""
+"""The benchmarks as a user runs them: bench-train, bench-data, bench-index and bench-resume-load through the CLI."""
 
 import json
 
@@ -40,3 +40,11 @@ def test_bench_index_lists_a_generated_tree_and_keeps_its_index(tmp_path, subpro
     assert figures["files"] == 200 and figures["classes"] == 200
     assert all(figures[k] > 0 for k in ("torchvision_listing_s", "first_start_s", "later_start_s"))
     assert (tmp_path / "tree" / "train.rsb-index.json").is_file()
+
+
+def test_bench_resume_load_times_both_loads_of_a_checkpoint_the_trainer_wrote(write_recipe, tmp_path, subprocess_env):
+    figures = _figures(cli("bench-resume-load", write_recipe(), "--repeats", "2", "--json", env=subprocess_env,
+                           cwd=tmp_path))
+    assert figures["checkpoint_mib"] > 40  # resnet18 (45 MB of weights) with its optimizer's momentum
+    assert figures["full_unpickling_s"] > 0 and figures["data_only_s"] > 0 and figures["repeats"] == 2
+    assert figures["added_s"] == pytest.approx(figures["data_only_s"] - figures["full_unpickling_s"])

@@ -15,46 +15,14 @@ import yaml
 from rsb_composer import train
 from rsb_composer.checkpoints.resume import LATEST, repair_latest, resumed_run_settings
 from rsb_composer.run_folder import RunFolder
-from tests.helpers import COMPOSER, TRAIN_PY, free_port, same_weights, subprocess_env, tiny_recipe
-
-# 4 classes x 16 images / batch 8 = 8 steps per epoch on one process, 4 per rank on two; checkpoints every
-# 2 batches, so a kill lands mid-epoch. No workers: the order of random numbers is then fully restored.
-RUN = ["max_duration=3ep", "scheduler.warmup_epochs=0", "checkpoints.save_interval=2ba", "checkpoints.keep_last=3",
-       "checkpoints.keep_top_k=0"]
-
-
-def _launch(recipe, run_dir, env, cwd, extra=(), **popen):
-    args = [*COMPOSER, "-n", "2", "--master_port", str(free_port()), str(TRAIN_PY)]
-    return subprocess.Popen([*args, str(recipe), *RUN, f"run_dir={run_dir}", *extra], env=env, cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
-
-
-def _finish(process, timeout=300) -> str:
-    out, _ = process.communicate(timeout=timeout)
-    assert process.returncode == 0, out[-4000:]
-    return out
-
-
-def _table(run_dir):
-    return (run_dir / "metrics.csv").read_text()
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, toy_dir):
-    """One uninterrupted `composer -n 2` run that the interrupted ones must reproduce."""
-    root = tmp_path_factory.mktemp("reference")
-    recipe = root / "tiny.yaml"
-    recipe.write_text(tiny_recipe(toy_dir))
-    env = subprocess_env()
-    _finish(_launch(recipe, root / "run", env, root))
-    return recipe, root / "run", env
+from tests.helpers import COMPOSER, RUN, TRAIN_PY, finish, free_port, launch_composer, metrics_table, same_weights
 
 
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_same_command_matches_an_uninterrupted_run(reference, tmp_path):
     recipe, ref_dir, env = reference
     run_dir = tmp_path / "run"
-    process = _launch(recipe, run_dir, env, tmp_path, start_new_session=True)
+    process = launch_composer(recipe, run_dir, env, tmp_path, start_new_session=True)
     deadline = time.time() + 240
     while not (run_dir / "checkpoints" / "ep1-ba6-rank0.pt").exists():  # mid-way through epoch 2
         assert time.time() < deadline and process.poll() is None
@@ -63,9 +31,9 @@ def test_sigkill_mid_epoch_then_same_command_matches_an_uninterrupted_run(refere
     process.wait()
     assert not (run_dir / "checkpoints" / "ep2-ba12-rank0.pt").exists()
 
-    _finish(_launch(recipe, run_dir, env, tmp_path))
+    finish(launch_composer(recipe, run_dir, env, tmp_path))
     same_weights(run_dir, ref_dir)
-    assert _table(run_dir) == _table(ref_dir)  # every epoch once, with identical figures
+    assert metrics_table(run_dir) == metrics_table(ref_dir)  # every epoch once, with identical figures
 
 
 @pytest.mark.slow
@@ -81,9 +49,9 @@ def test_two_launchers_on_loopback_train_one_run_like_composer_n2(reference, tmp
         for rank in (0, 1)
     ]
     for node in nodes:
-        _finish(node)
+        finish(node)
     same_weights(run_dir, ref_dir)
-    assert _table(run_dir) == _table(ref_dir)
+    assert metrics_table(run_dir) == metrics_table(ref_dir)
 
 
 def _fake_checkpoint(path, value):
@@ -160,3 +128,47 @@ def test_a_resume_refuses_what_its_checkpoint_cannot_carry_and_keeps_the_runs_op
     assert saved["optimizer"]["lr"] == 0.2 and saved["optimizer"]["weight_decay"] == 0.0001
     # The rest follows the command: the new max_duration, mixup off (it does not touch the network).
     assert saved["max_duration"] == "2ep" and saved["algorithms"]["mixup"] is None
+
+
+def test_autoresume_refuses_a_checkpoint_that_would_run_code_unless_trusted(write_recipe, tmp_path, capsys):
+    """Whoever can write into the run folder's checkpoints/ (shared storage) must not run code in the next
+    restart: the checkpoint autoresume would load is read as data only, and anything else is refused."""
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    run_dir = tmp_path / "run"
+    args = [str(write_recipe()), f"run_dir={run_dir}", "max_duration=2ba", "checkpoints.save_interval=1ba",
+            "checkpoints.keep_top_k=0"]
+    assert train.main(args) == 0
+    target = (run_dir / "checkpoints" / LATEST).resolve()
+    planted = torch.load(target, map_location="cpu", weights_only=False)  # our own file: a full load is fine
+    planted["extra"] = Payload()
+    torch.save(planted, target)
+    capsys.readouterr()
+
+    assert train.main([*args, "max_duration=3ba"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"error: {target}: refusing to unpickle posix.mkdir (it could run code); if you trust where "
+                       "the file comes from, set checkpoints.trust=true")
+    assert not marker.exists()
+
+    assert train.main([*args, "max_duration=3ba", "checkpoints.trust=true"]) == 0  # knowingly accepted: it runs
+    assert marker.is_dir()
+    assert (run_dir / "checkpoints" / LATEST).resolve().name == "ep0-ba3-rank0.pt"  # and it trained on
+
+
+def test_a_checkpoint_holding_every_stateful_algorithms_state_resumes_as_data_only(write_recipe, tmp_path):
+    """The allow-list covers what the algorithms put into a checkpoint (EMA's and SWA's averaged models, SAM's
+    wrapped optimizer, progressive resizing, layer freezing, selective backprop): such a run resumes."""
+    run_dir = tmp_path / "run"
+    args = [str(write_recipe()), f"run_dir={run_dir}", "max_duration=2ba", "checkpoints.save_interval=1ba",
+            "checkpoints.keep_top_k=0", "algorithms.ema={half_life: 1ba, update_interval: 1ba, ema_start: 0.0dur}",
+            "algorithms.swa={swa_start: 0.0dur, swa_end: 0.99dur, anneal_steps: 1}", "algorithms.sam={rho: 0.05}",
+            "algorithms.progressive_resizing={}", "algorithms.layer_freezing={freeze_start: 0.0}",
+            "algorithms.selective_backprop={start: 0.0, end: 1.0}"]
+    assert train.main(args) == 0
+    assert train.main([*args, "max_duration=3ba"]) == 0
+    assert (run_dir / "checkpoints" / LATEST).resolve().name == "ep0-ba3-rank0.pt"

@@ -1,8 +1,10 @@
-"""Reading Composer checkpoints without running their code: for evaluation, export and warm starts.
+"""Reading Composer checkpoints without running their code: for evaluation, export, warm starts and autoresume.
 
 Loading never runs pickled code by default: ``torch.load(weights_only=True)`` with an allow-list of exactly the
-non-tensor types a Composer checkpoint holds (numpy RNG state, a timedelta, the torch version). A file that
-needs anything else is refused unless the user vouches for it with ``--trust-checkpoint``.
+non-tensor types a Composer checkpoint holds (numpy RNG state, a timedelta, the torch version; the list Composer's
+main branch adopted in mosaicml/composer#3937). A file that needs anything else is refused unless the user vouches
+for it (``--trust-checkpoint`` for eval and export, ``checkpoints.trust: true`` for training, where
+:mod:`rsb_composer.composer_fixes` puts :func:`load_data_only` under Composer's own checkpoint loading).
 
 :func:`read_weights` reads the network a file holds, whatever the file: a Composer checkpoint (the run's own or
 a top-k ``.ckpt``), a plain torchvision state_dict (``rsb-composer export``'s ``.pth``) or a ``.safetensors``
@@ -35,6 +37,26 @@ SAFE_GLOBALS = [np.ndarray, np.dtype, _multiarray._reconstruct, datetime.timedel
                 *(getattr(np.dtypes, name) for name in dir(getattr(np, "dtypes", object)) if name.endswith("DType"))]
 
 
+def load_data_only(path: str | Path, map_location: Any = "cpu") -> Any:
+    """``torch.load`` with torch's weights-only unpickler and :data:`SAFE_GLOBALS`: nothing in the file runs.
+
+    Raises ``pickle.UnpicklingError`` for a file that needs anything else (:func:`refusal` words it).
+    """
+    with torch.serialization.safe_globals(SAFE_GLOBALS):
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def refusal(path: str | Path, err: pickle.UnpicklingError, accept: str) -> ConfigError | None:
+    """The one-line refusal for ``err`` from :func:`load_data_only` (None when ``err`` is not a refusal but a
+    damaged file); ``accept`` says how to accept the file knowingly."""
+    if "Weights only load failed" not in str(err):
+        return None
+    found = re.search(r"got <class '([^']+)'>|GLOBAL ([\w.]+)", str(err))
+    extra = next((g for g in found.groups() if g), "an object") if found else "an object"
+    return ConfigError(f"{path}: refusing to unpickle {extra} (it could run code); if you trust where the file "
+                       f"comes from, {accept}")
+
+
 def load_checkpoint_file(path: str | Path, trust: bool = False) -> dict[str, Any]:
     """A Composer checkpoint, read without running code unless ``trust``."""
     checkpoint = _torch_load(Path(path), trust)
@@ -49,18 +71,12 @@ def _torch_load(path: Path, trust: bool) -> Any:
     if not zipfile.is_zipfile(path):
         raise ConfigError(f"{path}: not a checkpoint (not a torch.save archive)")
     try:
-        if trust:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        else:
-            with torch.serialization.safe_globals(SAFE_GLOBALS):
-                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False) if trust else load_data_only(path)
     except pickle.UnpicklingError as err:
-        if "Weights only load failed" not in str(err):
+        refused = refusal(path, err, "pass --trust-checkpoint")
+        if refused is None:
             raise ConfigError(f"{path}: not a readable checkpoint ({err})") from None
-        found = re.search(r"got <class '([^']+)'>|GLOBAL ([\w.]+)", str(err))
-        extra = next((g for g in found.groups() if g), "an object") if found else "an object"
-        raise ConfigError(f"{path}: refusing to unpickle {extra} (it could run code); if you trust where the "
-                          "file comes from, pass --trust-checkpoint") from None
+        raise refused from None
     except Exception as err:  # noqa: BLE001 - any other failure to read means "not a checkpoint"
         raise ConfigError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
     return checkpoint

@@ -112,6 +112,9 @@ class CheckpointsConfig:
     save_interval: str = "1ep"  # Composer time string; e.g. 2000ba for mid-epoch checkpoints in long epochs
     keep_last: int = 2  # Composer checkpoints kept for autoresume (-1 keeps all)
     keep_top_k: int = 5  # best checkpoints by val/acc1, as epoch={E}-val_acc1={A:.4f}.ckpt (0: none)
+    # true: load checkpoints (autoresume) with full unpickling, which can run code stored in them; only for files
+    # you trust that need more than tensors and plain data
+    trust: bool = False
 
 
 @dataclass
@@ -152,6 +155,7 @@ class Config:
     precision: str = "amp_fp16"
     eval_interval: str = "1ep"
     progress_bar: bool = True
+    dist_timeout: float = 300.0  # seconds the ranks wait for each other at start and in collectives (Composer's)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
