@@ -84,6 +84,10 @@ def build_trainer(config: Config) -> Trainer:
     """
     launch = prepare_launch()
     device = resolve_device()
+    data, geometry = resolve_batching(config.data, launch.world_size)
+    if geometry.microbatch_size == AUTO and device != "gpu":
+        raise ConfigError(f"data.microbatch_size={AUTO}: Composer's out-of-memory back-off needs GPUs; on the CPU give "
+                          f"a number of images (a divisor of the per-device batch of {geometry.per_device})")
     check_devices(launch, visible_gpus() if device == "gpu" else 0)
     init_distributed(launch, device, config.dist_timeout)
     composer_fixes.apply(trust_checkpoints=config.checkpoints.trust)
@@ -98,10 +102,6 @@ def build_trainer(config: Config) -> Trainer:
     # recipe (Composer seeds again inside Trainer, after the model has been built).
     reproducibility.seed_all(config.seed)
     world_size = dist.get_world_size()
-    data, geometry = resolve_batching(config.data, world_size)
-    if geometry.microbatch_size == AUTO and device != "gpu":
-        raise ConfigError(f"data.microbatch_size={AUTO}: Composer's out-of-memory back-off needs GPUs; on the CPU give "
-                          f"a number of images (a divisor of the per-device batch of {geometry.per_device})")
 
     loaders = build_loaders(data, config.seed, config.model.num_classes,
                             channels_last=channels_last_on(config.algorithms),
