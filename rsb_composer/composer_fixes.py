@@ -1,20 +1,32 @@
-"""A workaround for a Composer 0.32.1 bug that multi-node runs with a shared run folder hit.
+"""Workarounds for Composer 0.32.1 bugs, each saying what removes it.
 
-``composer.utils.dist.get_node_signal_file_name`` is meant to give each node its own signal file for the
-file-based wait around autoresume, but it broadcasts rank 0's name to every node, node number included. With the
-checkpoint folder on shared storage (what autoresume across nodes needs), every node's local rank 0 then creates
-and deletes the same file, and the second deletion crashes the run at start ("No such file or directory:
-'._signal_file_node0_...'"). The patch keeps the collective broadcast and puts each node's own number back.
+1. Multi-node runs with a shared run folder. ``composer.utils.dist.get_node_signal_file_name`` is meant to give
+   each node its own signal file for the file-based wait around autoresume, but it broadcasts rank 0's name to
+   every node, node number included. With the checkpoint folder on shared storage (what autoresume across nodes
+   needs), every node's local rank 0 then creates and deletes the same file, and the second deletion crashes the
+   run at start ("No such file or directory: '._signal_file_node0_...'"). The patch keeps the collective
+   broadcast and puts each node's own number back. Remove it when the pinned Composer gives each node its own
+   name: mosaicml/composer#2363 ("Add node rank to signal files", open) or a fix of mosaicml/llm-foundry#1736;
+   Composer's main branch still broadcasts rank 0's name.
 
-Remove it when the pinned Composer gives each node its own name: mosaicml/composer#2363 ("Add node rank to signal
-files", open) or a fix of mosaicml/llm-foundry#1736; Composer's main branch still broadcasts rank 0's name.
+2. The random state after a mid-epoch resume through dataset resumption. Composer restores the checkpoint's
+   random state (Python, numpy, torch) at the start of training on an epoch boundary, or, mid-epoch, just before
+   the first new batch of its replay; when the train dataset resumes by itself (``state.dataset_resumption``, see
+   callbacks.sampler_resume) there is no replay and it never restores it (trainer.py ``_train_loop``), so mixup,
+   cutmix and stochastic depth draw differently from an uninterrupted run. :func:`restore_rng_on_dataset_resume`
+   restores it at the same point the replay would: before the first batch after the resume is fetched
+   (BEFORE_DATALOADER). Remove it when Composer restores the random state on that path too.
 """
 
 from __future__ import annotations
 
 import functools
+from typing import Any
 
-from composer.utils import dist
+from composer import Trainer
+from composer.core import Callback, State
+from composer.loggers import Logger
+from composer.utils import dist, reproducibility
 
 
 def _per_node(original):
@@ -31,3 +43,23 @@ def _per_node(original):
 def apply() -> None:
     if not getattr(dist.get_node_signal_file_name, "__rsb_composer_patched__", False):
         dist.get_node_signal_file_name = _per_node(dist.get_node_signal_file_name)
+
+
+class _RestoreRngState(Callback):
+    def __init__(self, rng_state: list[dict[str, Any]]):
+        self.rng_state: list[dict[str, Any]] | None = rng_state
+
+    def before_dataloader(self, state: State, logger: Logger) -> None:
+        if self.rng_state is not None:
+            reproducibility.load_rng_state(self.rng_state)
+            self.rng_state = None
+
+
+def restore_rng_on_dataset_resume(trainer: Trainer) -> None:
+    """After the trainer has loaded a mid-epoch checkpoint whose train dataset resumes by itself, restore the
+    checkpoint's random state before the first batch (workaround 2 above)."""
+    state = trainer.state
+    if trainer._rng_state is None or "train" not in state.dataset_resumption or not int(state.timestamp.batch_in_epoch):
+        return
+    state.callbacks.append(_RestoreRngState(trainer._rng_state))
+    trainer._rng_state = None

@@ -31,7 +31,7 @@ from callbacks.buffer_sync import BroadcastBuffersBeforeEval  # noqa: E402
 from callbacks.divergence import DivergenceGuard, TrainingDiverged  # noqa: E402
 from callbacks.metrics import ClassificationMetrics  # noqa: E402
 from callbacks.preemption import Preemption  # noqa: E402
-from callbacks.sampler_epoch import SamplerEpoch  # noqa: E402
+from callbacks.sampler_resume import SamplerResume  # noqa: E402
 from callbacks.top_k import TopKCheckpoints  # noqa: E402
 from rsb_composer import composer_fixes  # noqa: E402
 from rsb_composer.algorithms import NETWORK_ALGORITHMS, build_algorithms, channels_last_on  # noqa: E402
@@ -112,7 +112,7 @@ def build_trainer(config: Config) -> Trainer:
         repair_latest(run.checkpoints)
     progress_bar = config.progress_bar and sys.stderr.isatty()
 
-    return Trainer(
+    trainer = Trainer(
         run_name=config.run_name,
         model=model,
         train_dataloader=loaders.spec(loaders.train),
@@ -123,7 +123,7 @@ def build_trainer(config: Config) -> Trainer:
         schedulers=scheduler,
         step_schedulers_every_batch=True,
         algorithms=build_algorithms(config.algorithms),
-        callbacks=[ClassificationMetrics(num_classes), SamplerEpoch(), RuntimeEstimator(time_unit="seconds"),
+        callbacks=[ClassificationMetrics(num_classes), SamplerResume(), RuntimeEstimator(time_unit="seconds"),
                    DivergenceGuard(run.latest_checkpoint), Preemption(run.checkpoints, checkpoint_name),
                    BroadcastBuffersBeforeEval(),
                    BadImageMonitor(run.bad_images(dist.get_global_rank()), config.data.max_bad_fraction),
@@ -138,6 +138,8 @@ def build_trainer(config: Config) -> Trainer:
         compile_config={} if config.model.compile else None,
         **save_arguments(config.checkpoints, run),
     )
+    composer_fixes.restore_rng_on_dataset_resume(trainer)
+    return trainer
 
 
 def build_eval_trainer(config: Config, checkpoint: str | Path, trust: bool = False) -> Trainer:

@@ -18,7 +18,9 @@ from rsb_composer.run_folder import RunFolder
 from tests.helpers import COMPOSER, TRAIN_PY, free_port, same_weights, subprocess_env, tiny_recipe
 
 # 4 classes x 16 images / batch 8 = 8 steps per epoch on one process, 4 per rank on two; checkpoints every
-# 2 batches, so a kill lands mid-epoch. No workers: the order of random numbers is then fully restored.
+# 2 batches, so a kill lands mid-epoch. The uninterrupted reference reads its data without workers; the interrupted
+# runs with 1 and 2 workers per rank: each sample's augmentation comes from its own random stream, so the worker
+# count and the resume point change nothing.
 RUN = ["max_duration=3ep", "scheduler.warmup_epochs=0", "checkpoints.save_interval=2ba", "checkpoints.keep_last=3",
        "checkpoints.keep_top_k=0"]
 
@@ -39,31 +41,51 @@ def _table(run_dir):
     return (run_dir / "metrics.csv").read_text()
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, toy_dir):
-    """One uninterrupted `composer -n 2` run that the interrupted ones must reproduce."""
+def _reference(tmp_path_factory, toy_dir, extra=()):
     root = tmp_path_factory.mktemp("reference")
     recipe = root / "tiny.yaml"
     recipe.write_text(tiny_recipe(toy_dir))
     env = subprocess_env()
-    _finish(_launch(recipe, root / "run", env, root))
+    _finish(_launch(recipe, root / "run", env, root, extra))
     return recipe, root / "run", env
 
 
-@pytest.mark.slow
-def test_sigkill_mid_epoch_then_same_command_matches_an_uninterrupted_run(reference, tmp_path):
-    recipe, ref_dir, env = reference
-    run_dir = tmp_path / "run"
-    process = _launch(recipe, run_dir, env, tmp_path, start_new_session=True)
-    deadline = time.time() + 240
-    while not (run_dir / "checkpoints" / "ep1-ba6-rank0.pt").exists():  # mid-way through epoch 2
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, toy_dir):
+    """One uninterrupted `composer -n 2` run that the interrupted ones must reproduce."""
+    return _reference(tmp_path_factory, toy_dir)
+
+
+@pytest.fixture(scope="module")
+def repeated_reference(tmp_path_factory, toy_dir):
+    """The same with timm's repeated-augmentation sampler (3 copies of each image, on different ranks)."""
+    return _reference(tmp_path_factory, toy_dir, ["data.repeated_augmentation=3"])
+
+
+def _kill_after(process, run_dir, checkpoint, timeout=240):
+    """SIGKILL the launch (all its processes) once ``checkpoint`` is complete: Composer points latest at it."""
+    latest = run_dir / "checkpoints" / LATEST
+    deadline = time.time() + timeout
+    while not (latest.is_symlink() and os.readlink(latest) == checkpoint):
         assert time.time() < deadline and process.poll() is None
-        time.sleep(0.1)
+        time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers, repeats", [(1, 0), (2, 0), (2, 3)])
+def test_sigkill_mid_epoch_then_same_command_matches_an_uninterrupted_run(request, tmp_path, workers, repeats):
+    recipe, ref_dir, env = request.getfixturevalue("repeated_reference" if repeats else "reference")
+    run_dir = tmp_path / "run"
+    extra = [f"data.num_workers={workers}", f"data.repeated_augmentation={repeats}"]
+    process = _launch(recipe, run_dir, env, tmp_path, extra, start_new_session=True)
+    _kill_after(process, run_dir, "ep1-ba6-rank0.pt")  # mid-way through epoch 2
     assert not (run_dir / "checkpoints" / "ep2-ba12-rank0.pt").exists()
 
-    _finish(_launch(recipe, run_dir, env, tmp_path))
+    _finish(_launch(recipe, run_dir, env, tmp_path, extra))
+    log = (run_dir / "logs" / "train_rank1.log").read_text()
+    assert "resuming epoch 2 at batch 2: the train sampler starts at sample 16 of this rank's order" in log
     same_weights(run_dir, ref_dir)
     assert _table(run_dir) == _table(ref_dir)  # every epoch once, with identical figures
 

@@ -13,6 +13,8 @@ from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from rsb_composer.data.sample_rng import sample_stream, split_key
+
 
 def list_classes(split_dir: Path) -> list[str]:
     """Class folders of one split, sorted as torchvision's ImageFolder sorts them."""
@@ -36,14 +38,20 @@ class ImageFolderSplit(ImageFolder):
     A corrupt, truncated or unreadable image is replaced by the next readable one (the batch stays full) and its
     path appended to ``bad_log``, one line per occurrence, from whichever worker process met it; the trainer
     counts those lines (callbacks.bad_images) and stops past ``data.max_bad_fraction``.
+
+    With a ``seed`` (the train split), items are read by the train sampler's keys ``(index, epoch, copy)``, each
+    inside its own random stream (:mod:`rsb_composer.data.sample_rng`), and the dataset takes part in Composer's
+    dataset resumption (``state_dict``/``load_state_dict``), which switches off Composer's replay of an epoch's
+    earlier batches on a mid-epoch resume: the sampler starts at the checkpoint's position instead.
     """
 
     def __init__(self, root: Path, classes: list[str], transform: Callable | None = None,
                  allow_empty: bool = False, bad_log: Path | None = None, loader: Callable[[str], Any] | None = None,
-                 use_index: bool = True):
+                 use_index: bool = True, seed: int | None = None):
         self._fixed_classes = classes
         self.bad_log = bad_log
         self.use_index = use_index
+        self.seed = seed
         super().__init__(str(root), transform=transform, allow_empty=allow_empty,
                          **({"loader": loader} if loader is not None else {}))
 
@@ -62,7 +70,14 @@ class ImageFolderSplit(ImageFolder):
         return list_samples(Path(directory), class_to_idx, extensions or IMG_EXTENSIONS, allow_empty=allow_empty,
                             use_index=self.use_index)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, key: Any):
+        if self.seed is None:
+            return self._read(int(key))
+        index, epoch, copy = split_key(key)
+        with sample_stream(self.seed, (index, epoch, copy)):
+            return self._read(index)
+
+    def _read(self, index: int):
         for attempt in range(MAX_SUBSTITUTES):
             position = (index + attempt) % len(self.samples)
             try:
@@ -71,6 +86,17 @@ class ImageFolderSplit(ImageFolder):
                 self._record_bad(self.samples[position][0], err)
         raise RuntimeError(f"{MAX_SUBSTITUTES} unreadable images in a row from {self.samples[index][0]} on; "
                            f"is {self.root} readable?")
+
+    def state_dict(self, num_samples: int, from_beginning: bool) -> dict[str, int]:
+        """What Composer stores of the train dataset in a checkpoint: the samples of the epoch read so far (over
+        all ranks)."""
+        return {"sample_in_epoch": num_samples}
+
+    def load_state_dict(self, state: dict[str, int] | None) -> None:
+        """Composer's dataset resumption: that the dataset has this method is what switches Composer's replay off
+        (Composer 0.32.1 would otherwise load and discard every earlier batch of the epoch). The train sampler
+        starts at the position the trainer's timestamp gives at FIT_START (callbacks.sampler_resume), exact per
+        rank and also right for checkpoints written before this method existed (``state`` None)."""
 
     def _record_bad(self, path: str, err: Exception) -> None:
         log.warning("skipping unreadable image %s (%s: %s)", path, type(err).__name__, err)
@@ -100,5 +126,6 @@ class SyntheticImages(Dataset):
     def __len__(self) -> int:
         return self.num_samples
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: Any) -> tuple[torch.Tensor, int]:
+        index = split_key(key)[0]  # a train sampler's key or a bare index; nothing random to draw
         return self.images[index % len(self.images)], index % self.num_classes

@@ -20,7 +20,7 @@ from rsb_composer.config import ConfigError, DataConfig, check, check_choice
 from rsb_composer.data.normalization import ChannelsLastCollate, DeviceNormalize
 from rsb_composer.data.pipelines import PIPELINES, Pipeline
 from rsb_composer.data.randaugment import check_auto_augment
-from rsb_composer.data.samplers import eval_sampler, train_sampler
+from rsb_composer.data.samplers import TrainSampler, eval_sampler, train_sampler
 from rsb_composer.data.sources import SOURCES
 from rsb_composer.data.transforms import INTERPOLATION
 
@@ -71,10 +71,11 @@ def decodes_images(cfg: DataConfig) -> bool:
     return SOURCES.pick(cfg.source).decoded_images
 
 
-def shard_digest(sampler: torch.utils.data.Sampler, epoch: int = 0) -> str:
+def shard_digest(sampler: TrainSampler, epoch: int = 0) -> str:
     """A short hash of the sample order a rank reads in ``epoch``: equal on two ranks means a sharding bug."""
     sampler.set_epoch(epoch)
-    order = np.fromiter(iter(sampler), dtype=np.int64)
+    order = np.fromiter((index for index, _, _ in sampler), dtype=np.int64)
+    sampler.set_epoch(0)
     return hashlib.sha1(order.tobytes()).hexdigest()[:12]
 
 
@@ -94,6 +95,10 @@ def _loader(dataset: Dataset, cfg: DataConfig, batch_size: int, train: bool, see
         pin_memory=cfg.pin_memory and torch.cuda.is_available(),
         drop_last=train,
         collate_fn=ChannelsLastCollate() if _uint8_batches(cfg) else None,
+        # Each new iterator draws its workers' base seed from this generator, not from torch's global one: the
+        # samples draw from their own streams anyway (sample_rng), and the trainer's random state (mixup,
+        # stochastic depth) then does not depend on when iterators are made, which differs after a resume.
+        generator=torch.Generator().manual_seed(seed),
     )
 
 
