@@ -1,5 +1,5 @@
 """The ``rsb-composer`` command: ``train``, ``show-config``, ``lr-schedule``, ``eval``, ``export``, ``preflight``,
-``bench-data``, ``bench-index``, ``bench-train``, ``convert-mds``."""
+``bench-data``, ``bench-index``, ``bench-resume``, ``bench-train``, ``convert-mds``."""
 
 from __future__ import annotations
 
@@ -125,6 +125,21 @@ def _bench_index(args: argparse.Namespace) -> int:
         f"later starts (check, load):   {result['later_start_s']:.3f} s  ({result['speedup']:.1f}x faster)"])
 
 
+def _bench_resume(args: argparse.Namespace) -> int:
+    from rsb_composer.tools.bench_resume import bench_resume
+
+    try:
+        points = [float(p) for p in args.points.split(",")]
+    except ValueError:
+        raise ConfigError(f"--points={args.points!r}: expected fractions of an epoch, e.g. 0.1,0.5,0.9") from None
+    result = bench_resume(_recipe(args), points, replay=args.replay)
+    how = "Composer's replay" if args.replay else "sampler starts at the checkpoint"
+    lines = [f"{result['steps_per_epoch']} batches per epoch; resume ({how}) to the end of the first batch:"]
+    lines += [f"  at {p['fraction']:.0%} (batch {p['batch_in_epoch']}): {p['seconds_to_first_batch']:.2f} s"
+              for p in result["points"]]
+    return _report(result, args.json, lines)
+
+
 def _convert_mds(args: argparse.Namespace) -> int:
     from rsb_composer.data.streaming import convert_imagefolder
 
@@ -208,6 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="empty the kernel's file caches before each timing (root only): cold, as a network mount")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_bench_index)
+
+    p = with_config("bench-resume", "seconds from a mid-epoch resume's start to its first trained batch")
+    p.add_argument("--points", default="0.1,0.5,0.9", help="where in the epoch to resume (default 0.1,0.5,0.9)")
+    p.add_argument("--replay", action="store_true",
+                   help="drop the data position from the checkpoint: Composer replays the epoch (for comparison)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_bench_resume)
 
     p = with_config("bench-train", "images/s of the real trainer vs a plain PyTorch loop, on synthetic data")
     p.add_argument("--steps", type=int, default=20, help="timed steps of each (default 20)")
