@@ -1,5 +1,5 @@
 """The ``rsb-composer`` command: ``train``, ``show-config``, ``lr-schedule``, ``eval``, ``export``, ``preflight``,
-``bench-data``, ``bench-index``, ``bench-resume``, ``bench-train``, ``convert-mds``."""
+``bench-data``, ``bench-index``, ``bench-memory``, ``bench-resume``, ``bench-train``, ``convert-mds``."""
 
 from __future__ import annotations
 
@@ -125,6 +125,19 @@ def _bench_index(args: argparse.Namespace) -> int:
         f"later starts (check, load):   {result['later_start_s']:.3f} s  ({result['speedup']:.1f}x faster)"])
 
 
+def _bench_memory(args: argparse.Namespace) -> int:
+    from rsb_composer.tools.bench_memory import bench_memory
+
+    r = bench_memory(Path(args.root), args.files, workers=args.workers, batch_size=args.batch_size)
+    return _report(r, args.json, [
+        f"{r['files']:,} files, {r['workers']} workers, batch {r['batch_size']}: one epoch in {r['epoch_s']:.0f} s",
+        "worker private memory (MiB) after the first batch: " + ", ".join(f"{m:.1f}" for m in
+                                                                   r["worker_private_mib_first_batch"]),
+        "                         at the end of the epoch: " + ", ".join(f"{m:.1f}" for m in
+                                                                   r["worker_private_mib_epoch_end"]),
+        f"largest growth over the epoch: {r['worker_growth_mib']:.1f} MiB"])
+
+
 def _bench_resume(args: argparse.Namespace) -> int:
     from rsb_composer.tools.bench_resume import bench_resume
 
@@ -224,6 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_bench_index)
 
+    p = sub.add_parser("bench-memory", help="a DataLoader worker's private memory over one epoch of an ImageFolder")
+    p.add_argument("root", help="folder with train/ and val/ (an ImageNet tree), or where to generate one")
+    p.add_argument("--files", type=int, default=500_000, help="tiny JPEGs to generate if root/train is absent")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers (default 2)")
+    p.add_argument("--batch-size", type=int, default=500, help="batch size (default 500)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_bench_memory)
+
     p = with_config("bench-resume", "seconds from a mid-epoch resume's start to its first trained batch")
     p.add_argument("--points", default="0.1,0.5,0.9", help="where in the epoch to resume (default 0.1,0.5,0.9)")
     p.add_argument("--replay", action="store_true",
@@ -248,9 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "world_size", 1) < 1:
         print(f"error: --world-size={args.world_size}: must be at least 1", file=sys.stderr)
         return 2
-    for name in ("batches", "steps", "files", "repeats"):
+    for name in ("batches", "steps", "files", "repeats", "workers", "batch_size"):
         if getattr(args, name, 1) < 1:
-            print(f"error: --{name}={getattr(args, name)}: must be at least 1", file=sys.stderr)
+            print(f"error: --{name.replace('_', '-')}={getattr(args, name)}: must be at least 1", file=sys.stderr)
             return 2
     if getattr(args, "steps_per_epoch", None) is not None and args.steps_per_epoch < 1:
         print(f"error: --steps-per-epoch={args.steps_per_epoch}: must be at least 1", file=sys.stderr)

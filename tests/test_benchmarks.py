@@ -39,4 +39,4 @@ def test_bench_index_lists_a_generated_tree_and_keeps_its_index(tmp_path, subpro
     # bench_index itself refuses an index whose samples differ from torchvision's listing.
     assert figures["files"] == 200 and figures["classes"] == 200
     assert all(figures[k] > 0 for k in ("torchvision_listing_s", "first_start_s", "later_start_s"))
-    assert (tmp_path / "tree" / "train.rsb-index.json").is_file()
+    assert (tmp_path / "tree" / "train.rsb-index.npz").is_file()

@@ -10,9 +10,10 @@ from typing import Any
 
 import torch
 from torch.utils.data import Dataset
-from torchvision.datasets import ImageFolder
-from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.datasets import VisionDataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader
 
+from rsb_composer.data.index_cache import list_samples
 from rsb_composer.data.sample_rng import sample_stream, split_key
 
 
@@ -28,12 +29,15 @@ BAD_IMAGE_ERRORS = (OSError, SyntaxError, ValueError)
 MAX_SUBSTITUTES = 50
 
 
-class ImageFolderSplit(ImageFolder):
-    """An ImageFolder whose label indices come from a given class list (the train split's), and which skips
-    images it cannot read.
+class ImageFolderSplit(VisionDataset):
+    """torchvision's ImageFolder (same files, same order, same ``samples[i]``), with label indices from a given class
+    list (the train split's), a compact sample index, and unreadable images skipped.
 
     torchvision numbers the classes of each folder separately, so a val split missing one class would shift
-    every label after it; fixing the list to train's keeps train and val labels identical.
+    every label after it; fixing the list to train's keeps train and val labels identical. The samples are a
+    :class:`~rsb_composer.data.sample_index.SampleIndex` (numpy arrays, read from the kept index when the tree is
+    unchanged, data.index_cache), not a list of Python tuples, so worker processes do not copy them as they read.
+    A VisionDataset, as Composer's RandAugment and AugMix require of the datasets they insert themselves into.
 
     A corrupt, truncated or unreadable image is replaced by the next readable one (the batch stays full) and its
     path appended to ``bad_log``, one line per occurrence, from whichever worker process met it; the trainer
@@ -48,27 +52,19 @@ class ImageFolderSplit(ImageFolder):
     def __init__(self, root: Path, classes: list[str], transform: Callable | None = None,
                  allow_empty: bool = False, bad_log: Path | None = None, loader: Callable[[str], Any] | None = None,
                  use_index: bool = True, seed: int | None = None):
-        self._fixed_classes = classes
+        super().__init__(str(root), transform=transform)
+        self.classes = list(classes)
+        self.class_to_idx = {name: index for index, name in enumerate(self.classes)}
+        self.loader = loader or default_loader
+        self.extensions = IMG_EXTENSIONS
         self.bad_log = bad_log
-        self.use_index = use_index
         self.seed = seed
-        super().__init__(str(root), transform=transform, allow_empty=allow_empty,
-                         **({"loader": loader} if loader is not None else {}))
+        self.samples = list_samples(Path(root), self.class_to_idx, IMG_EXTENSIONS, allow_empty=allow_empty,
+                                    use_index=use_index)
+        self.targets = self.samples.labels
 
-    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
-        return self._fixed_classes, {name: index for index, name in enumerate(self._fixed_classes)}
-
-    def make_dataset(self, directory: str, class_to_idx: dict[str, int], extensions: tuple[str, ...] | None = None,
-                     is_valid_file: Callable[[str], bool] | None = None,
-                     allow_empty: bool = False) -> list[tuple[str, int]]:
-        """torchvision's sample list, read from the kept index when the tree is unchanged (data.index_cache).
-
-        ImageFolder always passes ``extensions`` and never ``is_valid_file``, so the index keys on extensions.
-        """
-        from rsb_composer.data.index_cache import list_samples
-
-        return list_samples(Path(directory), class_to_idx, extensions or IMG_EXTENSIONS, allow_empty=allow_empty,
-                            use_index=self.use_index)
+    def __len__(self) -> int:
+        return len(self.samples)
 
     def __getitem__(self, key: Any):
         if self.seed is None:
@@ -77,14 +73,16 @@ class ImageFolderSplit(ImageFolder):
         with sample_stream(self.seed, (index, epoch, copy)):
             return self._read(index)
 
-    def _read(self, index: int):
+    def _read(self, index: int) -> tuple[Any, int]:
         for attempt in range(MAX_SUBSTITUTES):
             position = (index + attempt) % len(self.samples)
+            path = self.samples.path(position)
             try:
-                return super().__getitem__(position)
+                image = self.loader(path)
+                return (self.transform(image) if self.transform is not None else image), self.samples.label(position)
             except BAD_IMAGE_ERRORS as err:
-                self._record_bad(self.samples[position][0], err)
-        raise RuntimeError(f"{MAX_SUBSTITUTES} unreadable images in a row from {self.samples[index][0]} on; "
+                self._record_bad(path, err)
+        raise RuntimeError(f"{MAX_SUBSTITUTES} unreadable images in a row from {self.samples.path(index)} on; "
                            f"is {self.root} readable?")
 
     def state_dict(self, num_samples: int, from_beginning: bool) -> dict[str, int]:
