@@ -16,6 +16,15 @@
    cutmix and stochastic depth draw differently from an uninterrupted run. :func:`restore_rng_on_dataset_resume`
    restores it at the same point the replay would: before the first batch after the resume is fetched
    (BEFORE_DATALOADER). Remove it when Composer restores the random state on that path too.
+
+3. Device synchronisations inside every step. ``composer.loss.utils._one_hot`` (behind ``ensure_targets_one_hot``,
+   which MixUp, CutMix, LabelSmoothing and Composer's BCE call between the forward and the backward pass) checks
+   ``tensor.max()`` and ``tensor.min() < 0`` in Python: on a GPU each check waits for the forward pass to finish,
+   so the backward pass cannot be queued behind it. The replacement builds the same one-hot tensor with tensor
+   operations alone: a negative label becomes an all-zero row, as in Composer (without Composer's warning, which
+   needs the read), and a label past the last class fails in ``scatter_`` (an index error on the CPU, a device
+   assertion on a GPU) where Composer raised a ValueError. Our labels come from the class folders, always in
+   range. Remove it when Composer's ``_one_hot`` stops reading its input (unchanged on Composer's main branch).
 """
 
 from __future__ import annotations
@@ -23,6 +32,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import composer.loss.utils
+import torch
 from composer import Trainer
 from composer.core import Callback, State
 from composer.loggers import Logger
@@ -40,9 +51,28 @@ def _per_node(original):
     return get_node_signal_file_name
 
 
+def _one_hot_without_reads(original):
+    @functools.wraps(original)
+    def _one_hot(tensor: torch.Tensor, num_classes: int = -1, dim: int = -1) -> torch.Tensor:
+        if num_classes == -1:  # the size itself comes from the data: only a read can tell it
+            return original(tensor, num_classes, dim)
+        if not composer.loss.utils.check_for_index_targets(tensor):
+            raise ValueError(f"tensor must be integer type, current type: {tensor.dtype}")
+        index = tensor.clamp(min=0).long().unsqueeze(dim)
+        shape = list(index.shape)
+        shape[dim] = num_classes
+        present = (tensor >= 0).unsqueeze(dim).to(tensor.dtype)
+        return torch.zeros(shape, dtype=tensor.dtype, device=tensor.device).scatter_(dim, index, present)
+
+    _one_hot.__rsb_composer_patched__ = True
+    return _one_hot
+
+
 def apply() -> None:
     if not getattr(dist.get_node_signal_file_name, "__rsb_composer_patched__", False):
         dist.get_node_signal_file_name = _per_node(dist.get_node_signal_file_name)
+    if not getattr(composer.loss.utils._one_hot, "__rsb_composer_patched__", False):
+        composer.loss.utils._one_hot = _one_hot_without_reads(composer.loss.utils._one_hot)
 
 
 class _RestoreRngState(Callback):

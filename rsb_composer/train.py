@@ -18,7 +18,6 @@ if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
-import warnings  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -55,11 +54,6 @@ from rsb_composer.run_loggers import build_loggers  # noqa: E402
 from rsb_composer.schedules import build_scheduler  # noqa: E402
 
 log = logging.getLogger("rsb_composer.train")
-
-# Composer's soft_cross_entropy warns when mixed/smoothed targets sum to a hair under 1 (float rounding of
-# lambda * a + (1 - lambda) * b); the loss is renormalised anyway, so the warning is only noise. It goes when the
-# losses stop calling composer.loss.soft_cross_entropy.
-warnings.filterwarnings("ignore", message="Some targets have less than 1 total probability")
 
 
 def build_trainer(config: Config) -> Trainer:
