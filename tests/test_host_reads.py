@@ -40,3 +40,30 @@ def test_the_count_sees_reads_in_the_window_and_not_of_host_attributes():
         float(host_attribute)
         window.after_backward(None, None)
     assert dict(window.reads) == {"item": 1, "__bool__": 1} and window.steps == 1
+
+
+def test_sync_warnings_are_counted_per_step_and_in_the_window_after_the_warmup():
+    """What bench-syncs does with torch.cuda.set_sync_debug_mode("warn")'s warnings (mocked: no GPU here)."""
+    import warnings
+    from types import SimpleNamespace
+
+    from rsb_composer.tools.bench_syncs import SYNC_WARNING, SyncWindows
+
+    log = []
+    windows = SyncWindows(log, warmup=1, cuda=False)
+
+    def sync(line):
+        log.append(warnings.WarningMessage(f"{SYNC_WARNING} item", UserWarning, "trainer.py", line))
+
+    for batch in range(3):
+        state = SimpleNamespace(timestamp=SimpleNamespace(batch=batch))
+        windows.before_dataloader(state, None)
+        sync(3636)  # Composer's iter_finished.item(), before the forward pass
+        windows.before_forward(state, None)
+        if batch == 2:
+            sync(99)  # one read between forward and backward, in the last step
+        windows.after_backward(state, None)
+        sync(2468)  # the loss .item() for logging
+        windows.batch_end(state, None)
+    assert windows.steps == 2 and windows.in_step == 5 and windows.in_window == 1  # step 0 was the warm-up
+    assert windows.sites == {"trainer.py:3636": 2, "trainer.py:2468": 2, "trainer.py:99": 1}

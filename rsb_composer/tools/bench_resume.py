@@ -11,12 +11,10 @@ every earlier batch of the epoch), for comparison.
 
 from __future__ import annotations
 
-import contextlib
 import gc
-import logging
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from composer.loggers import Logger
 
 from rsb_composer.config import Config, ConfigError
 from rsb_composer.run_folder import RunFolder
+from rsb_composer.tools.bench_train import quiet_logging
 
 
 class _FirstBatch(Callback):
@@ -40,21 +39,6 @@ class _FirstBatch(Callback):
             for evaluator in state.evaluators:
                 evaluator.eval_interval = lambda state, event: False
             state.stop_training()
-
-
-@contextlib.contextmanager
-def _own_logging() -> Iterator[None]:
-    """build_trainer points logging into its run folder; put the root logger back as it was afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        yield
-    finally:
-        for handler in list(root.handlers):
-            if handler not in handlers:
-                root.removeHandler(handler)
-                handler.close()
-        root.setLevel(level)
 
 
 def _strip_dataset_state(checkpoint: Path) -> None:
@@ -84,7 +68,7 @@ def bench_resume(config: Config, points: Sequence[float], replay: bool = False) 
     first epoch in ``points``."""
     from rsb_composer.data import build_loaders
 
-    with _own_logging():
+    with quiet_logging():
         steps = len(build_loaders(config.data, config.seed, config.model.num_classes).train)
     results = []
     for fraction in points:
@@ -92,7 +76,7 @@ def bench_resume(config: Config, points: Sequence[float], replay: bool = False) 
         if not 0 < batch < steps:
             raise ConfigError(f"--points {fraction}: lands on batch {batch} of a {steps}-batch epoch; give fractions "
                               "strictly inside the epoch (or a larger data set)")
-        with tempfile.TemporaryDirectory(prefix="rsb-bench-resume-") as tmp, _own_logging():
+        with tempfile.TemporaryDirectory(prefix="rsb-bench-resume-") as tmp, quiet_logging():
             cfg = replace(config, run_dir=str(Path(tmp) / "run"), progress_bar=False,
                           eval_interval=f"{10 * steps}ba", loggers=replace(config.loggers, wandb=None),
                           checkpoints=replace(config.checkpoints, save_interval=f"{batch}ba", keep_top_k=0))
