@@ -1,5 +1,5 @@
 """The ``rsb-composer`` command: ``train``, ``show-config``, ``lr-schedule``, ``eval``, ``export``, ``preflight``,
-``bench-data``, ``bench-index``, ``bench-train``, ``bench-resume-load``, ``convert-mds``."""
+``convert-mds``, and the benchmarks and checks of :mod:`rsb_composer.tools.commands`."""
 
 from __future__ import annotations
 
@@ -10,13 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rsb_composer.config import Config, ConfigError
+from rsb_composer.tools.commands import add_benchmark_commands, recipe_from_args
 
 
 def _recipe(args: argparse.Namespace, check_paths: bool = True) -> Config:
-    """The command's recipe and overrides, loaded and checked (imported here: ``--help`` needs no torch)."""
-    from rsb_composer.recipe import load_recipe
-
-    return load_recipe(args.config, args.overrides, check_paths=check_paths)
+    return recipe_from_args(args, check_paths)
 
 
 def _show_config(args: argparse.Namespace) -> int:
@@ -68,71 +66,6 @@ def _preflight(args: argparse.Namespace) -> int:
     from rsb_composer.tools.preflight import run_preflight
 
     return run_preflight(args.config, args.overrides, world_size=args.world_size, batches=args.batches)
-
-
-def _bench_train(args: argparse.Namespace) -> int:
-    from rsb_composer.tools.bench_train import bench_train
-
-    config = _recipe(args, check_paths=False)
-    result = bench_train(config, steps=args.steps, warmup=args.warmup, repeats=args.repeats)
-    lines = [f"trainer (callbacks and algorithms on): {result['images_per_sec']:,.1f} images/s",
-             f"plain PyTorch loop, same model/batch:  {result['plain_images_per_sec']:,.1f} images/s",
-             f"ratio: {result['ratio']:.3f}"]
-    if "peak_memory_gib" in result:
-        lines.append(f"peak GPU memory: {result['peak_memory_gib']:.1f} GiB")
-    return _report(result, args.json, lines)
-
-
-def _bench_resume_load(args: argparse.Namespace) -> int:
-    from rsb_composer.tools.bench_resume_load import bench_resume_load
-
-    config = _recipe(args, check_paths=False)
-    result = bench_resume_load(config, repeats=args.repeats)
-    lines = [f"checkpoint of {config.model.arch} ({args.config}): {result['checkpoint_mib']:,.1f} MiB",
-             f"full unpickling (Composer 0.32.1): {result['full_unpickling_s']:.3f} s",
-             f"as data only (autoresume here):    {result['data_only_s']:.3f} s",
-             f"added by reading as data only:     {result['added_s']:+.3f} s (medians of {args.repeats})"]
-    return _report(result, args.json, lines)
-
-
-def _report(result: dict[str, float], as_json: bool, lines: list[str]) -> int:
-    """A benchmark's figures: one JSON object, or the lines for people."""
-    print(json.dumps(result) if as_json else "\n".join(lines))
-    return 0
-
-
-def _bench_data(args: argparse.Namespace) -> int:
-    from rsb_composer.tools.bench_data import bench_data
-
-    config = _recipe(args)
-    try:
-        result = bench_data(config, batches=args.batches, reference=args.reference)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    lines = [f"configured train loader (data.pipeline={config.data.pipeline}): {result['images_per_sec']:,.1f} "
-             "images/s"]
-    if args.reference:
-        lines += [f"reference (data.pipeline=reference: ImageFolder + timm create_transform): "
-                  f"{result['reference_images_per_sec']:,.1f} images/s; ratio {result['ratio']:.2f}",
-                  f"CPU time per image, one process: {result['ms_per_image']:.2f} ms, reference "
-                  f"{result['reference_ms_per_image']:.2f} ms; ratio "
-                  f"{result['reference_ms_per_image'] / result['ms_per_image']:.2f}"]
-    return _report(result, args.json, lines)
-
-
-def _bench_index(args: argparse.Namespace) -> int:
-    import os
-
-    from rsb_composer.tools.bench_index import bench_index
-
-    if args.drop_caches and os.geteuid() != 0:
-        raise ConfigError("--drop-caches empties the kernel's file caches and needs root; run without it")
-    result = bench_index(Path(args.root), args.files, drop_caches=args.drop_caches)
-    return _report(result, args.json, [
-        f"{result['files']:,} files in {result['classes']:,} classes; index {result['index_mib']:.1f} MiB",
-        f"torchvision listing:          {result['torchvision_listing_s']:.3f} s",
-        f"first start (list, keep):     {result['first_start_s']:.3f} s",
-        f"later starts (check, load):   {result['later_start_s']:.3f} s  ({result['speedup']:.1f}x faster)"])
 
 
 def _convert_mds(args: argparse.Namespace) -> int:
@@ -224,34 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir", help="output folder (upload it to s3://... or gs://... to stream from there)")
     p.set_defaults(func=_convert_mds)
 
-    p = with_config("bench-data", "images/s of the configured train loader (and of the reference pipeline)")
-    p.add_argument("--batches", type=int, default=50, help="timed batches (default 50)")
-    p.add_argument("--reference", action="store_true", help="also time torchvision ImageFolder + timm transforms")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=_bench_data)
-
-    p = sub.add_parser("bench-index", help="ImageFolder start-up: torchvision's listing vs the kept index")
-    p.add_argument("root", help="folder with train/ (an ImageNet tree), or where to generate one")
-    p.add_argument("--files", type=int, default=100_000, help="files to generate if root/train is absent")
-    p.add_argument("--drop-caches", action="store_true",
-                   help="empty the kernel's file caches before each timing (root only): cold, as a network mount")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=_bench_index)
-
-    p = with_config("bench-train", "images/s of the real trainer vs a plain PyTorch loop, on synthetic data")
-    p.add_argument("--steps", type=int, default=20, help="timed steps of each (default 20)")
-    p.add_argument("--warmup", type=int, default=3,
-                   help="warm-up (default 3): the trainer's first W steps alone (peak memory), then W more while the "
-                        "plain loop warms up; none timed")
-    p.add_argument("--repeats", type=int, default=2,
-                   help="runs of the trainer, each with its paired plain steps, pooled (default 2)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=_bench_train)
-
-    p = with_config("bench-resume-load", "seconds to load the recipe's checkpoint as data only vs fully unpickled")
-    p.add_argument("--repeats", type=int, default=5, help="loads of each kind, alternating (default 5)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=_bench_resume_load)
+    add_benchmark_commands(sub, with_config)
     return parser
 
 
@@ -260,9 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "world_size", 1) < 1:
         print(f"error: --world-size={args.world_size}: must be at least 1", file=sys.stderr)
         return 2
-    for name in ("batches", "steps", "files", "repeats"):
+    for name in ("batches", "steps", "files", "repeats", "workers", "batch_size"):
         if getattr(args, name, 1) < 1:
-            print(f"error: --{name}={getattr(args, name)}: must be at least 1", file=sys.stderr)
+            print(f"error: --{name.replace('_', '-')}={getattr(args, name)}: must be at least 1", file=sys.stderr)
             return 2
     if getattr(args, "steps_per_epoch", None) is not None and args.steps_per_epoch < 1:
         print(f"error: --steps-per-epoch={args.steps_per_epoch}: must be at least 1", file=sys.stderr)

@@ -34,7 +34,7 @@ from callbacks.divergence import DivergenceGuard, TrainingDiverged  # noqa: E402
 from callbacks.metrics import ClassificationMetrics  # noqa: E402
 from callbacks.perf import PerfMonitor  # noqa: E402
 from callbacks.preemption import Preemption  # noqa: E402
-from callbacks.sampler_epoch import SamplerEpoch  # noqa: E402
+from callbacks.sampler_resume import SamplerResume  # noqa: E402
 from callbacks.top_k import TopKCheckpoints  # noqa: E402
 from rsb_composer import composer_fixes  # noqa: E402
 from rsb_composer.algorithms import NETWORK_ALGORITHMS, build_algorithms, channels_last_on  # noqa: E402
@@ -64,10 +64,6 @@ from rsb_composer.schedules import build_scheduler  # noqa: E402
 
 log = logging.getLogger("rsb_composer.train")
 
-# Composer's soft_cross_entropy warns when mixed/smoothed targets sum to a hair under 1 (float rounding of
-# lambda * a + (1 - lambda) * b); the loss is renormalised anyway, so the warning is only noise. It goes when the
-# losses stop calling composer.loss.soft_cross_entropy.
-warnings.filterwarnings("ignore", message="Some targets have less than 1 total probability")
 # Composer advises its own progress_bar=True over a ProgressBarLogger among the loggers; ours (MetricsProgressBar)
 # is one deliberately, with progress_bar=False, so the advice is only noise above the start-up summary.
 warnings.filterwarnings("ignore", message="Specifying the ProgressBarLogger via `loggers` is not recommended")
@@ -148,7 +144,7 @@ def build_trainer(config: Config) -> Trainer:
         step_schedulers_every_batch=True,
         device_train_microbatch_size=geometry.microbatch_size,
         algorithms=build_algorithms(config.algorithms),
-        callbacks=[ClassificationMetrics(num_classes), SamplerEpoch(), RuntimeEstimator(time_unit="seconds"),
+        callbacks=[ClassificationMetrics(num_classes), SamplerResume(), RuntimeEstimator(time_unit="seconds"),
                    DivergenceGuard(run.latest_checkpoint), Preemption(run.checkpoints, checkpoint_name),
                    BroadcastBuffersBeforeEval(), PerfMonitor(config.data.num_workers),
                    # images/s over its last 20 steps for the progress bar, from the trainer's own counts
@@ -166,10 +162,13 @@ def build_trainer(config: Config) -> Trainer:
         **save_arguments(config.checkpoints, run),
     )
     try:
+        # Reads Composer's record of the devices that saved the checkpoint (trainer._rng_state), so before the
+        # random-state restore below takes it.
         check_resume_geometry(trainer, global_batch, world_size)
     except ConfigError:
         trainer.close()
         raise
+    composer_fixes.restore_rng_on_dataset_resume(trainer)
     _log_start(config, run, trainer, geometry, lr, loggers.trackers)
     return trainer
 

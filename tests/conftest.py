@@ -18,16 +18,26 @@ def toy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("toy") / "tiny"
 
 
-@pytest.fixture(scope="session")
-def reference(tmp_path_factory: pytest.TempPathFactory, toy_dir: Path):
-    """One uninterrupted `composer -n 2` run of the RUN settings (tests/helpers.py) that the interrupted ones and
-    the other launchers must reproduce: (recipe, run folder, environment)."""
+def _reference(tmp_path_factory: pytest.TempPathFactory, toy_dir: Path, extra: tuple[str, ...] = ()):
     root = tmp_path_factory.mktemp("reference")
     recipe = root / "tiny.yaml"
     recipe.write_text(tiny_recipe(toy_dir))
     env = make_env()
-    finish(launch_composer(recipe, root / "run", env, root))
+    finish(launch_composer(recipe, root / "run", env, root, extra))
     return recipe, root / "run", env
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory: pytest.TempPathFactory, toy_dir: Path):
+    """One uninterrupted `composer -n 2` run of the RUN settings (tests/helpers.py) that the interrupted ones and
+    the other launchers must reproduce: (recipe, run folder, environment)."""
+    return _reference(tmp_path_factory, toy_dir)
+
+
+@pytest.fixture(scope="session")
+def repeated_reference(tmp_path_factory: pytest.TempPathFactory, toy_dir: Path):
+    """The same with timm's repeated-augmentation sampler (3 copies of each image, on different ranks)."""
+    return _reference(tmp_path_factory, toy_dir, ("data.repeated_augmentation=3",))
 
 
 @pytest.fixture

@@ -39,7 +39,34 @@ def test_bench_index_lists_a_generated_tree_and_keeps_its_index(tmp_path, subpro
     # bench_index itself refuses an index whose samples differ from torchvision's listing.
     assert figures["files"] == 200 and figures["classes"] == 200
     assert all(figures[k] > 0 for k in ("torchvision_listing_s", "first_start_s", "later_start_s"))
-    assert (tmp_path / "tree" / "train.rsb-index.json").is_file()
+    assert (tmp_path / "tree" / "train.rsb-index.npz").is_file()
+
+
+def test_bench_memory_reads_an_epoch_of_a_generated_tree_and_reports_worker_growth(tmp_path, subprocess_env):
+    figures = _figures(cli("bench-memory", tmp_path / "tree", "--files", "2000", "--batch-size", "100", "--json",
+                           env=subprocess_env, cwd=tmp_path))
+    assert figures["files"] == figures["images"] == 2000 and figures["batches"] == 20
+    assert len(figures["worker_private_mib_epoch_end"]) == 2 and figures["worker_private_mib_first_batch"][0] > 0
+    assert figures["worker_growth_mib"] < 15  # a tiny tree: nothing to grow by, whatever the code
+    assert (tmp_path / "tree" / "train.rsb-index.npz").is_file()
+
+
+def test_bench_resume_starts_late_resumes_at_their_batch(write_recipe, tmp_path, subprocess_env):
+    result = cli("bench-resume", write_recipe(), "--points", "0.75", "--json", env=subprocess_env, cwd=tmp_path)
+    figures = _figures(result)
+    assert figures["steps_per_epoch"] == 8 and figures["replay"] is False
+    assert [(p["fraction"], p["batch_in_epoch"]) for p in figures["points"]] == [(0.75, 6)]
+    assert figures["points"][0]["seconds_to_first_batch"] > 0
+    assert "resuming epoch 1 at batch 6: the train sampler starts at sample 48" in result.stderr
+    replayed = cli("bench-resume", write_recipe(), "--points", "0.75", "--replay", env=subprocess_env, cwd=tmp_path)
+    assert "the train sampler starts" not in replayed.stderr  # no data position: Composer replays the epoch
+
+
+def test_bench_syncs_counts_no_reads_between_forward_and_backward(write_recipe, tmp_path, subprocess_env):
+    figures = _figures(cli("bench-syncs", write_recipe(), "--steps", "2", "--warmup", "1", "--json",
+                           env=subprocess_env, cwd=tmp_path))
+    assert figures["steps"] == 2 and figures["reads_between_forward_and_backward_per_step"] == 0
+    assert "cuda_syncs_per_step" not in figures  # no GPU here
 
 
 def test_bench_resume_load_times_both_loads_of_a_checkpoint_the_trainer_wrote(write_recipe, tmp_path, subprocess_env):

@@ -90,3 +90,25 @@ def test_synthetic_images_cycle_labels_and_keep_memory_constant():
     image, label = ds[9]
     assert image.shape == (3, 16, 16) and label == 2
     assert torch.equal(ds[3][0], ds[3 + SyntheticImages.POOL][0])
+
+
+class _FreezeProbe(torch.utils.data.Dataset):
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, index):
+        import gc
+
+        return gc.get_freeze_count()
+
+
+def test_workers_leave_the_objects_they_inherit_out_of_garbage_collection(toy_dir):
+    """A full collection in a worker writes to every inherited object's header, turning the training process's
+    shared pages into private copies; the workers freeze what they inherit first."""
+    from rsb_composer.config import DataConfig
+    from rsb_composer.data import build_loaders
+
+    data = DataConfig(source="toy", path=str(toy_dir), toy=ToyConfig(4, 16, 6, 40), batch_size=8, num_workers=1)
+    init = build_loaders(data, seed=0).train.worker_init_fn
+    probe = torch.utils.data.DataLoader(_FreezeProbe(), num_workers=1, worker_init_fn=init)
+    assert next(iter(probe)).item() > 10_000  # torch, Composer and the rest, frozen in the worker

@@ -58,10 +58,10 @@ def test_same_samples_as_torchvision_then_read_from_the_index(tmp_path, monkeypa
     split = make_tree(tmp_path / "data")
     walks = count_walks(monkeypatch)
     expected = make_dataset(str(split), CLASSES, IMG_EXTENSIONS)
-    first = ImageFolderSplit(split, list(CLASSES)).samples
+    first = list(ImageFolderSplit(split, list(CLASSES)).samples)
     assert first == expected and walks[0] == 1
-    assert (tmp_path / "data" / "train.rsb-index.json").is_file()  # beside the data
-    second = ImageFolderSplit(split, list(CLASSES)).samples
+    assert (tmp_path / "data" / "train.rsb-index.npz").is_file()  # beside the data
+    second = list(ImageFolderSplit(split, list(CLASSES)).samples)
     assert second == expected and walks[0] == 1  # not listed again
 
 
@@ -81,7 +81,7 @@ def test_a_changed_tree_is_listed_again(tmp_path, monkeypatch, change):
         (folder / "new" / "5.jpg").write_bytes(b"")
     age(split, seconds=300)  # older than the index, but not the mtimes it recorded
     walks = count_walks(monkeypatch)
-    samples = ImageFolderSplit(split, list(CLASSES)).samples
+    samples = list(ImageFolderSplit(split, list(CLASSES)).samples)
     assert walks[0] == 1
     assert samples == make_dataset(str(split), CLASSES, IMG_EXTENSIONS)
 
@@ -107,10 +107,10 @@ def test_a_file_added_while_the_tree_is_being_walked_is_seen_next_start(tmp_path
         return listed
 
     monkeypatch.setattr(index_cache, "_list_folder", listing_then_adding)
-    first = ImageFolderSplit(split, list(CLASSES)).samples
+    first = list(ImageFolderSplit(split, list(CLASSES)).samples)
     assert not any(path.endswith("late.jpg") for path, _ in first)
     monkeypatch.setattr(index_cache, "_list_folder", real)
-    second = ImageFolderSplit(split, list(CLASSES)).samples
+    second = list(ImageFolderSplit(split, list(CLASSES)).samples)
     assert second == make_dataset(str(split), CLASSES, IMG_EXTENSIONS)
     assert any(path.endswith("late.jpg") for path, _ in second)
 
@@ -125,26 +125,26 @@ def test_folders_all_of_one_time_keep_no_index(tmp_path):
 
 def test_an_index_that_is_not_ours_is_ignored(tmp_path):
     split = make_tree(tmp_path / "data")
-    (tmp_path / "data" / "train.rsb-index.json").write_text("[1, 2]")
-    assert ImageFolderSplit(split, list(CLASSES)).samples == make_dataset(str(split), CLASSES, IMG_EXTENSIONS)
+    (tmp_path / "data" / "train.rsb-index.npz").write_text("[1, 2]")
+    assert list(ImageFolderSplit(split, list(CLASSES)).samples) == make_dataset(str(split), CLASSES, IMG_EXTENSIONS)
 
 
 def test_index_is_readable_by_others(tmp_path):
     split = make_tree(tmp_path / "data")
     ImageFolderSplit(split, list(CLASSES))
-    assert (tmp_path / "data" / "train.rsb-index.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "data" / "train.rsb-index.npz").stat().st_mode & 0o777 == 0o644
 
 
 def test_unwritable_data_folder_keeps_the_index_in_the_cache(tmp_path, monkeypatch):
     split = make_tree(tmp_path / "data")
     # A folder where the index file would go: writing beside the data fails (as on a read-only mount; chmod
     # would not stop root).
-    (tmp_path / "data" / "train.rsb-index.json").mkdir()
+    (tmp_path / "data" / "train.rsb-index.npz").mkdir()
     ImageFolderSplit(split, list(CLASSES))
     walks = count_walks(monkeypatch)
-    assert ImageFolderSplit(split, list(CLASSES)).samples == make_dataset(str(split), CLASSES, IMG_EXTENSIONS)
+    assert list(ImageFolderSplit(split, list(CLASSES)).samples) == make_dataset(str(split), CLASSES, IMG_EXTENSIONS)
     assert walks[0] == 0
-    assert len(list((tmp_path / "cache" / "rsb-composer" / "index").glob("train-*.json"))) == 1
+    assert len(list((tmp_path / "cache" / "rsb-composer" / "index").glob("train-*.npz"))) == 1
 
 
 def test_empty_class_error_is_torchvisions(tmp_path):
@@ -153,3 +153,26 @@ def test_empty_class_error_is_torchvisions(tmp_path):
     with pytest.raises(FileNotFoundError, match="Found no valid file for the classes d_cls"):
         ImageFolderSplit(split, [*CLASSES, "d_cls"])
     assert len(ImageFolderSplit(split, [*CLASSES, "d_cls"], allow_empty=True, use_index=False).samples) == 6
+
+
+def test_samples_are_arrays_not_a_python_object_per_file(tmp_path):
+    """Workers copy every page of Python objects they read (reference counts): the sample list is three arrays,
+    and reading it back from the index makes no object per file."""
+    import sys
+
+    import numpy as np
+
+    split = tmp_path / "data" / "train"
+    for c in range(3):
+        (split / f"c{c}").mkdir(parents=True)
+        for i in range(1000):
+            (split / f"c{c}" / f"{i}.jpg").write_bytes(b"")
+    age(split)
+    classes = ["c0", "c1", "c2"]
+    expected = make_dataset(str(split), dict(zip(classes, range(3), strict=True)), IMG_EXTENSIONS)
+    ImageFolderSplit(split, classes)  # lists the tree and keeps the index
+    before = sys.getallocatedblocks()
+    samples = ImageFolderSplit(split, classes).samples
+    assert sys.getallocatedblocks() - before < 300  # 3000 files: a list of tuples would add 6000 blocks
+    assert all(isinstance(a, np.ndarray) for a in (samples.paths, samples.offsets, samples.labels))
+    assert list(samples) == expected and samples[-1] == expected[-1] and samples.label(1500) == 1

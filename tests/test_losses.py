@@ -42,3 +42,39 @@ def test_cross_entropy_takes_soft_targets():
     soft = torch.tensor([[0.6, 0.4, 0.0], [0.0, 0.0, 1.0]])
     expected = -(soft * logits.log_softmax(dim=1)).sum(dim=1).mean()
     assert build_loss(LossConfig())(logits, soft).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_cross_entropy_is_composers_without_reading_the_targets():
+    """Bit for bit Composer's soft_cross_entropy, including its renormalisation of targets summing under 1."""
+    import warnings
+
+    from composer.loss import soft_cross_entropy as composers
+
+    torch.manual_seed(0)
+    logits = torch.randn(8, 10)
+    a, b = F.one_hot(torch.randint(0, 10, (8,)), 10).float(), F.one_hot(torch.randint(0, 10, (8,)), 10).float()
+    mixed = (0.7 * a + 0.3 * b) * 0.999  # a hair under 1 each, as float rounding of mixed targets leaves them
+    ours = build_loss(LossConfig())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Composer's "less than 1 total probability"
+        expected = composers(logits, mixed)
+    assert torch.equal(ours(logits, mixed), expected)
+    labels = torch.randint(0, 10, (8,))
+    assert torch.equal(ours(logits, labels), composers(logits, labels))
+
+
+def test_composers_one_hot_is_replaced_by_one_without_reads_giving_the_same_tensor():
+    import composer.loss.utils
+
+    from rsb_composer import composer_fixes
+
+    original = composer.loss.utils._one_hot
+    composer_fixes.apply()
+    patched = composer.loss.utils._one_hot
+    assert patched is not original or getattr(original, "__rsb_composer_patched__", False)
+    original = getattr(patched, "__wrapped__", original)
+    labels = torch.tensor([3, 0, 9, 9, 1])
+    assert torch.equal(patched(labels, num_classes=10, dim=1), original(labels, num_classes=10, dim=1))
+    with pytest.warns(UserWarning, match="Negative label"):
+        expected = original(torch.tensor([2, -1, 0]), num_classes=4, dim=1)
+    assert torch.equal(patched(torch.tensor([2, -1, 0]), num_classes=4, dim=1), expected)  # a zero row

@@ -17,21 +17,35 @@ from rsb_composer.checkpoints.resume import LATEST, repair_latest, resumed_run_s
 from rsb_composer.run_folder import RunFolder
 from tests.helpers import COMPOSER, RUN, TRAIN_PY, finish, free_port, launch_composer, metrics_table, same_weights
 
+# The uninterrupted references (tests/conftest.py) read their data without workers; the interrupted runs here with
+# 1 and 2 workers per rank: each sample's augmentation comes from its own random stream, so the worker count and
+# the resume point change nothing.
 
-@pytest.mark.slow
-def test_sigkill_mid_epoch_then_same_command_matches_an_uninterrupted_run(reference, tmp_path):
-    recipe, ref_dir, env = reference
-    run_dir = tmp_path / "run"
-    process = launch_composer(recipe, run_dir, env, tmp_path, start_new_session=True)
-    deadline = time.time() + 240
-    while not (run_dir / "checkpoints" / "ep1-ba6-rank0.pt").exists():  # mid-way through epoch 2
+
+def _kill_after(process, run_dir, checkpoint, timeout=240):
+    """SIGKILL the launch (all its processes) once ``checkpoint`` is complete: Composer points latest at it."""
+    latest = run_dir / "checkpoints" / LATEST
+    deadline = time.time() + timeout
+    while not (latest.is_symlink() and os.readlink(latest) == checkpoint):
         assert time.time() < deadline and process.poll() is None
-        time.sleep(0.1)
+        time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers, repeats", [(1, 0), (2, 0), (2, 3)])
+def test_sigkill_mid_epoch_then_same_command_matches_an_uninterrupted_run(request, tmp_path, workers, repeats):
+    recipe, ref_dir, env = request.getfixturevalue("repeated_reference" if repeats else "reference")
+    run_dir = tmp_path / "run"
+    extra = [f"data.num_workers={workers}", f"data.repeated_augmentation={repeats}"]
+    process = launch_composer(recipe, run_dir, env, tmp_path, extra, start_new_session=True)
+    _kill_after(process, run_dir, "ep1-ba6-rank0.pt")  # mid-way through epoch 2
     assert not (run_dir / "checkpoints" / "ep2-ba12-rank0.pt").exists()
 
-    finish(launch_composer(recipe, run_dir, env, tmp_path))
+    finish(launch_composer(recipe, run_dir, env, tmp_path, extra))
+    log = (run_dir / "logs" / "train_rank1.log").read_text()
+    assert "resuming epoch 2 at batch 2: the train sampler starts at sample 16 of this rank's order" in log
     same_weights(run_dir, ref_dir)
     assert metrics_table(run_dir) == metrics_table(ref_dir)  # every epoch once, with identical figures
 

@@ -19,7 +19,7 @@ from rsb_composer.config import ConfigError, ToyConfig
 from rsb_composer.data.datasets import list_classes
 from rsb_composer.data.streaming import StreamingImages, convert_imagefolder
 from rsb_composer.data.toy import ensure_toy_dataset
-from tests.helpers import COMPOSER, TRAIN_PY, free_port, run
+from tests.helpers import COMPOSER, TRAIN_PY, free_port, run, same_weights
 
 TOY = ToyConfig(num_classes=4, train_per_class=16, val_per_class=6, image_size=40)
 
@@ -153,6 +153,7 @@ def test_streaming_resumes_mid_epoch_at_the_right_sample(shards, write_recipe, t
     interrupted.send_signal(signal.SIGTERM)
     output, _ = interrupted.communicate(timeout=120)
     assert interrupted.returncode == 0 and "SIGTERM: saved" in output
+    assert 8 < int(re.search(r"SIGTERM: saved .* at epoch 1, batch (\d+)", output).group(1)) < 16  # mid-epoch
     for process in (launch("b"), launch("a")):
         output, _ = process.communicate(timeout=400)
         assert process.returncode == 0, output[-3000:]
@@ -162,12 +163,14 @@ def test_streaming_resumes_mid_epoch_at_the_right_sample(shards, write_recipe, t
         return torch.load(path, map_location="cpu", weights_only=False)["state"]["timestamp"]["Timestamp"]
 
     # Streaming's own resumption: the resumed epoch read only the samples left in it, so both runs end after
-    # exactly 2 epochs of 8 batches and 128 samples, and the table has each epoch once. (Composer 0.32.1 does
-    # not restore the random state on a streaming mid-epoch resume, so augmentations after it differ: weights
-    # are not compared.)
+    # exactly 2 epochs of 8 batches and 128 samples, and the table has each epoch once; each sample's
+    # augmentation comes from its own random stream and the trainer's random state is restored, so the resumed
+    # run ends with the uninterrupted run's weights and figures.
     a, b = timestamp("a"), timestamp("b")
     for key in ("epoch", "batch", "sample"):
         assert a[key] == b[key]
     assert (b["batch"], b["sample"]) == (16, 128)
     rows = (tmp_path / "b" / "metrics.csv").read_text().splitlines()[1:]
     assert [r.split(",")[0] for r in rows] == ["1", "2"]
+    same_weights(tmp_path / "a", tmp_path / "b")
+    assert (tmp_path / "a" / "metrics.csv").read_text() == (tmp_path / "b" / "metrics.csv").read_text()

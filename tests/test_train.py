@@ -12,6 +12,7 @@ from torch.utils.data import DistributedSampler
 
 from rsb_composer.config import load_config
 from rsb_composer.data.loaders import build_loaders, shard_digest
+from rsb_composer.data.samplers import TrainSampler
 from rsb_composer.run_folder import COLUMNS
 from tests.helpers import COMPOSER, TRAIN_PY, free_port, run
 
@@ -76,7 +77,7 @@ def test_two_process_ddp_run_trains_on_disjoint_shards(write_recipe, tmp_path, s
         logged[rank] = match.group(4)
         sampler = DistributedSampler(train_set, num_replicas=2, rank=rank, shuffle=True, seed=config.seed,
                                      drop_last=True)
-        expected[rank] = shard_digest(sampler)
+        expected[rank] = shard_digest(TrainSampler(sampler))
         sampler.set_epoch(0)
         orders[rank] = set(np.fromiter(iter(sampler), dtype=np.int64).tolist())
     assert logged == expected  # each rank read exactly its DistributedSampler shard

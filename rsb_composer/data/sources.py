@@ -75,10 +75,12 @@ def _folder_split(cfg: DataConfig, split: str, classes: list[str], transform: Ca
     root = _folder_root(cfg)
     try:
         # A val split may lack some of train's classes (a subset for quick checks); train may not. Unreadable val
-        # images are skipped and logged too, but not counted against the train limit (no bad_log).
-        return ImageFolderSplit(root / split, classes, transform=transform, allow_empty=split != "train",
-                                bad_log=bad_log if split == "train" else None, loader=pipeline.load_file,
-                                use_index=cfg.index_cache)
+        # images are skipped and logged too, but not counted against the train limit (no bad_log). Only train
+        # samples draw random numbers: each from its own stream, seeded by the run seed and the sample's key.
+        train = split == "train"
+        return ImageFolderSplit(root / split, classes, transform=transform, allow_empty=not train,
+                                bad_log=bad_log if train else None, loader=pipeline.load_file,
+                                use_index=cfg.index_cache, seed=seed if train else None)
     except FileNotFoundError as err:  # torchvision: a class folder without a single image file
         raise ConfigError(f"data.path={str(root)!r}: {str(err).splitlines()[0].strip()}") from None
 
@@ -138,7 +140,8 @@ def _streaming_split(cfg: DataConfig, split: str, classes: list[str], transform:
     train = split == "train"
     return StreamingImages(cfg.remote, cfg.local, split, shuffle=train,
                            batch_size=cfg.batch_size if train else cfg.eval_batch_size,
-                           transform=transform, seed=seed, decode=pipeline.decode_bytes)
+                           transform=transform, seed=seed, decode=pipeline.decode_bytes,
+                           augment_seed=seed if train else None)
 
 
 SOURCES: Choices[Source] = Choices("data.source")

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from rsb_composer.config import ConfigError
 from rsb_composer.data.datasets import ImageFolderSplit, list_classes
 from rsb_composer.data.decode import decode_pil
+from rsb_composer.data.sample_rng import sample_stream
 from rsb_composer.node_lock import node_lock, node_wide_dir
 
 log = logging.getLogger(__name__)
@@ -79,10 +80,17 @@ def _registrations(local_dir: str) -> list[str]:
 
 class StreamingImages(StreamingDataset):
     """Decodes the stored JPEG bytes with ``decode`` (the pipeline's; PIL by default) and applies the split's
-    transform."""
+    transform.
+
+    With ``augment_seed`` (the train split), each sample is transformed inside its own random stream, keyed by
+    (seed, epoch, sample id) (:mod:`rsb_composer.data.sample_rng`), so a mid-epoch resume through streaming's own
+    resumption draws the same augmentations as an uninterrupted run. The epoch is the one streaming's iteration
+    is in, noted in the worker that iterates.
+    """
 
     def __init__(self, remote: str | None, local: str | None, split: str, shuffle: bool, batch_size: int,
-                 transform: Callable | None, seed: int, decode: Callable[[bytes], Any] = decode_pil):
+                 transform: Callable | None, seed: int, decode: Callable[[bytes], Any] = decode_pil,
+                 augment_seed: int | None = None):
         if remote and not local:  # streaming's default cache, named here so errors can name it
             local = str(Path(tempfile.gettempdir()) / "rsb-composer-mds" / _digest(remote.rstrip("/")))
         local_dir = os.path.abspath(f"{local.rstrip('/')}/{split}")
@@ -114,8 +122,22 @@ class StreamingImages(StreamingDataset):
                 ) from None
         self.transform = transform
         self.decode = decode
+        self.augment_seed = augment_seed
+        self._iterating_epoch = 0
+
+    def _resume_incr_epoch(self) -> tuple[int, int]:
+        epoch, sample_in_epoch = super()._resume_incr_epoch()  # called by __iter__, in the iterating process
+        self._iterating_epoch = epoch
+        return epoch, sample_in_epoch
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         sample = super().__getitem__(index)
-        image = self.decode(sample["image"])
-        return (self.transform(image) if self.transform else image), int(sample["label"])
+        image, label = self.decode(sample["image"]), int(sample["label"])
+        if self.transform is None:
+            return image, label
+        if self.augment_seed is None:
+            return self.transform(image), label
+        # Streaming pads an epoch that does not divide evenly with repeats of a few samples; those repeats share
+        # their sample's stream (the same augmentation twice), the only place two draws of an epoch coincide.
+        with sample_stream(self.augment_seed, (index, self._iterating_epoch, 0)):
+            return self.transform(image), label

@@ -9,17 +9,21 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from rsb_composer.data.sample_rng import owned_random_state
+
 
 def cpu_ms_per_image(dataset: Any, images: int) -> float:
-    """Milliseconds one process spends per train sample (read, decode, augment), on one thread as in a worker."""
+    """Milliseconds one process spends per train sample (read, decode, augment, seed its random stream), on one
+    thread as in a worker."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # what a DataLoader worker runs with
     try:
-        dataset[0]
-        start = time.perf_counter()
-        for index in range(images):
-            dataset[index]
-        return (time.perf_counter() - start) / images * 1e3
+        with owned_random_state():
+            dataset[0]
+            start = time.perf_counter()
+            for index in range(images):
+                dataset[index]
+            return (time.perf_counter() - start) / images * 1e3
     finally:
         torch.set_num_threads(threads)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rsb_composer.data import index_cache
+from rsb_composer.data.sample_index import SampleIndex
 
 
 def _drop_file_caches() -> None:
@@ -28,7 +29,12 @@ def generate_tree(split: Path, files: int, classes: int = 1000) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
             (folder / f"n{c:08d}_{i}.JPEG").touch()
-    # The index distrusts folders modified within MTIME_SLACK_NS before its walk; a real tree is older than that.
+    settle()
+
+
+def settle() -> None:
+    """Wait until a tree just written is old enough for the index: it distrusts folders modified within
+    MTIME_SLACK_NS before its walk (a real tree is older than that)."""
     time.sleep(index_cache.MTIME_SLACK_NS / 1e9 + 0.5)
 
 
@@ -59,14 +65,14 @@ def bench_index(root: Path, files: int, drop_caches: bool = False) -> dict[str, 
 
     plain, expected = timed(lambda: make_dataset(str(split), class_to_idx, IMG_EXTENSIONS))
 
-    def first_start() -> list:
+    def first_start() -> SampleIndex:
         for path in index_cache.index_paths(split):
             path.unlink(missing_ok=True)
         return index_cache.list_samples(split, class_to_idx, IMG_EXTENSIONS)
 
     first, _ = timed(first_start)
     later, samples = timed(lambda: index_cache.list_samples(split, class_to_idx, IMG_EXTENSIONS))
-    if samples != expected:
+    if list(samples) != expected:
         raise RuntimeError("the kept index gave other samples than torchvision's listing")
     kept = next(p for p in index_cache.index_paths(split) if p.exists())
     return {"files": len(expected), "classes": len(classes), "torchvision_listing_s": plain,

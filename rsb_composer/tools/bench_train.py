@@ -12,6 +12,7 @@ import logging
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -141,23 +142,29 @@ def paired_steps(config: Config, steps: int, warmup: int) -> PairedTimer:
     """One run of the recipe through the real trainer on synthetic data with a PairedTimer; ``steps`` timed."""
     from rsb_composer.train import build_trainer
 
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    with tempfile.TemporaryDirectory(prefix="rsb-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="rsb-bench-") as tmp, quiet_logging():
         cfg = synthetic_config(config, steps + 2 * warmup, run_dir=str(Path(tmp) / "run"))
         timer = PairedTimer(config, warmup)
-        try:
-            trainer = build_trainer(cfg)
-            trainer.state.callbacks.append(timer)
-            trainer.fit()
-            trainer.close()
-        finally:  # build_trainer pointed logging into the temporary run folder; undo that
-            for handler in list(root.handlers):
-                if handler not in handlers:
-                    root.removeHandler(handler)
-                    handler.close()
-            root.setLevel(level)
+        trainer = build_trainer(cfg)
+        trainer.state.callbacks.append(timer)
+        trainer.fit()
+        trainer.close()
     return timer
+
+
+@contextlib.contextmanager
+def quiet_logging() -> Iterator[None]:
+    """build_trainer points logging into its (temporary) run folder; put the root logger back as it was after."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        for handler in list(root.handlers):
+            if handler not in handlers:
+                root.removeHandler(handler)
+                handler.close()
+        root.setLevel(level)
 
 
 def bench_train(config: Config, steps: int, warmup: int = 3, repeats: int = 2) -> dict[str, float]:

@@ -1,0 +1,42 @@
+"""rsb-composer gpu-check: its rows as subprocesses with time limits, its files, and the CPU subset here."""
+
+import json
+import sys
+
+import pytest
+
+from rsb_composer.tools.gpu_check import Check
+from tests.helpers import cli
+
+
+def test_a_row_reports_figures_a_failure_a_timeout_or_no_time_left(tmp_path):
+    check = Check(tmp_path / "out", budget_s=60)
+    python = [sys.executable, "-c"]
+    assert check.command("ok", [*python, "print('noise'); print('{\"images_per_sec\": 5.0}')"], "ok", 30)[
+        "images_per_sec"] == 5.0
+    assert check.command("bad", [*python, "import sys; sys.exit('broken data')"], "bad", 30) is None
+    assert check.command("slow", [*python, "import time; time.sleep(30)"], "slow", 11) is None
+    check.deadline = 0  # the budget is spent
+    assert check.command("late", [*python, "print('{}')"], "late", 30) is None
+    report = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert report["gpu"] is False and report["rows"]["ok"]["command"] == "ok"
+    assert report["rows"]["bad"]["error"] == "exit 1: broken data"
+    assert report["rows"]["slow"]["error"].startswith("ran out of time after 11 s")
+    assert report["rows"]["late"] == {"skipped": "no time left in the budget (--budget-s)"}
+    assert report["skipped"] == ["late: no time left in the budget (--budget-s)"]
+    markdown = (tmp_path / "out" / "gpu_check.md").read_text()
+    assert "| ok | images_per_sec 5, seconds " in markdown and "| bad | FAILED: exit 1: broken data |" in markdown
+
+
+@pytest.mark.slow
+def test_the_toy_run_resumes_mid_epoch_through_the_composer_launcher(tmp_path, subprocess_env):
+    """The CPU subset's toy row (the whole CPU subset takes about 5 minutes: measured, docs/benchmarks.md)."""
+    cli("gpu-check", "--out", tmp_path / "out", "--rows", "toy_resume", env=subprocess_env, cwd=tmp_path,
+        timeout=600)
+    report = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert report["gpu"] is False and report["machine"]["gpus"] == 0
+    toy = report["rows"]["toy_resume"]
+    assert toy["loss_finite"] and toy["checkpoint_written"] and toy["resumed"] and toy["processes"] == 1
+    assert report["rows"]["bench_train_compiled"] == {"skipped": "not in --rows"}
+    assert cli("gpu-check", "--rows", "toy", env=subprocess_env, cwd=tmp_path, expect=2).stderr.startswith(
+        "error: --rows: unknown toy")
