@@ -22,23 +22,31 @@ class LossChoice:
     options: tuple[str, ...] = ()  # the loss.* keys passed to build as keywords
 
 
-def soft_cross_entropy(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Composer's ``soft_cross_entropy`` (mean over images; class indices or soft targets), the same arithmetic in
-    the same order, without its two checks of the targets' total probability in Python (``total_prob <= 0``
-    raises, ``< num_examples`` warns): on a GPU each one waits for the forward pass, inside every step. Targets
-    with no probability at all give an infinite loss instead, which stops the run (callbacks.divergence)."""
+def soft_cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+                       ignore_index: int = -100, reduction: str = "mean") -> torch.Tensor:
+    """Composer's ``soft_cross_entropy`` (class indices or soft targets; the same signature, for the algorithms
+    that call the loss with ``reduction="none"``, such as selective backprop), the same arithmetic in the same
+    order, without its two checks of the targets' total probability in Python (``total_prob <= 0`` raises,
+    ``< num_examples`` warns): on a GPU each one waits for the forward pass, inside every step. Targets with no
+    probability at all give an infinite loss instead, which stops the run (callbacks.divergence)."""
     import torch.nn.functional as F
     from composer.loss.utils import infer_target_type
 
     if infer_target_type(input, target) == "indices":
-        return F.cross_entropy(input, target)
+        return F.cross_entropy(input, target, weight=weight, ignore_index=ignore_index, reduction=reduction)
+    if reduction not in ("sum", "mean", "none"):
+        raise ValueError(f"{reduction} reduction not supported.")
     xentropy = -(target * F.log_softmax(input, dim=1))
+    if weight is not None:
+        xentropy = torch.movedim(torch.movedim(xentropy, 1, -1) * weight, -1, 1)
     xentropy = xentropy.sum(dim=1)
     num_examples = torch.numel(xentropy)
-    xentropy = xentropy.mean()
+    if reduction == "sum":
+        return xentropy.sum()
+    if reduction == "none":
+        return xentropy
     # Composer renormalises by the targets' total probability (mixed targets may sum to a hair under 1 each).
-    xentropy *= num_examples / target.sum()
-    return xentropy
+    return xentropy.mean() * (num_examples / target.sum())
 
 
 def _cross_entropy() -> Loss:

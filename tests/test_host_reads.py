@@ -14,7 +14,8 @@ STEPS = 4
 @pytest.mark.parametrize("recipe", ["quickstart", "a2"])
 def test_at_most_one_read_in_ten_steps_between_forward_and_backward(recipe, toy_dir, tmp_path):
     overrides = ["data.source=toy", f"data.path={toy_dir}", f"data.toy={TINY_TOY}", "data.train_resolution=32",
-                 "data.eval_resolution=32", "data.batch_size=8", "data.num_workers=0", f"max_duration={STEPS}ba",
+                 "data.eval_resolution=32", "data.global_batch_size=null", "data.batch_size=8", "data.num_workers=0",
+                 f"max_duration={STEPS}ba",
                  f"run_dir={tmp_path / 'run'}", "progress_bar=false", "checkpoints.save_interval=100ba",
                  "checkpoints.keep_top_k=0"]
     trainer = build_trainer(load_recipe(REPO / "yamls" / f"{recipe}.yaml", overrides))

@@ -61,6 +61,15 @@ def test_cross_entropy_is_composers_without_reading_the_targets():
     assert torch.equal(ours(logits, mixed), expected)
     labels = torch.randint(0, 10, (8,))
     assert torch.equal(ours(logits, labels), composers(logits, labels))
+    # The other arguments algorithms pass (selective backprop scores each image with reduction="none").
+    weight = torch.rand(10)
+    for kwargs in ({"reduction": "none"}, {"reduction": "sum"}, {"weight": weight}, {"weight": weight,
+                                                                                       "reduction": "none"}):
+        for targets in (mixed, labels):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                expected = composers(logits, targets, **kwargs)
+            assert torch.equal(ours(logits, targets, **kwargs), expected), kwargs
 
 
 def test_composers_one_hot_is_replaced_by_one_without_reads_giving_the_same_tensor():
