@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -161,6 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_one_process(command: str) -> None:
+    """Every command but ``train`` runs in one process; a launcher's environment would make Composer shard its
+    data (an evaluation of 1/8 of val inside an 8-pod job), so it is refused."""
+    from rsb_composer.launch import detect
+
+    launch = detect(os.environ)
+    if command != "train" and launch.world_size > 1:
+        raise ConfigError(f"rsb-composer {command} runs in one process, but this environment describes a "
+                          f"{launch.launcher} launch of world size {launch.world_size} (WORLD_SIZE, RANK, ...): run "
+                          "it outside the launcher, or unset those variables")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "world_size", 1) < 1:
@@ -174,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: --steps-per-epoch={args.steps_per_epoch}: must be at least 1", file=sys.stderr)
         return 2
     try:
+        _check_one_process(args.command)
         return args.func(args)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

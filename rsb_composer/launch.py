@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import socket
 import time
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 
 from rsb_composer.config import ConfigError, check
+from rsb_composer.slurm_lists import expand_hostlist, tasks_per_node
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +82,24 @@ def _integer(env: Mapping[str, str], name: str) -> int:
         raise LaunchError(f"{name}={env[name]!r} is not an integer") from None
 
 
+def _first_integer(env: Mapping[str, str], names: tuple[str, ...], default: int) -> int:
+    name = next((n for n in names if env.get(n)), None)  # the first one set and non-empty
+    return default if name is None else _integer(env, name)
+
+
+def check_integers(env: Mapping[str, str]) -> None:
+    """A LaunchError for a rank variable set to a non-integer (Composer's import would raise on it)."""
+    for name in (*RANK_VARIABLES, "GROUP_WORLD_SIZE"):
+        _first_integer(env, (name,), 0)
+
+
 def _torchrun(env: Mapping[str, str]) -> dict[str, str]:
     return {"NODE_RANK": env["GROUP_RANK"]} if "GROUP_RANK" in env else {}
 
 
 def _slurm(env: Mapping[str, str]) -> dict[str, str]:
     if "SLURM_STEP_NUM_TASKS" not in env:  # the batch script itself (or salloc's shell), not a task of srun
-        tasks = _integer(env, "SLURM_NTASKS") if env.get("SLURM_NTASKS") else 1
+        tasks = _first_integer(env, ("SLURM_NTASKS",), 1)
         if tasks > 1:
             raise LaunchError(
                 f"SLURM_NTASKS={tasks} but this process was not started by srun, so the other {tasks - 1} ranks "
@@ -131,20 +142,21 @@ def _one_process(env: Mapping[str, str]) -> bool:
 
 
 def _nodes_from_sizes(env: Mapping[str, str]) -> int:
-    world, local = int(env.get("WORLD_SIZE", 1)), max(int(env.get("LOCAL_WORLD_SIZE", 1)), 1)
+    world = _first_integer(env, ("WORLD_SIZE",), 1)
+    local = max(_first_integer(env, ("LOCAL_WORLD_SIZE",), 1), 1)
     return -(-world // local)
 
 
 LAUNCHERS: tuple[Launcher, ...] = (
     Launcher("torchrun", lambda env: "TORCHELASTIC_RUN_ID" in env or "GROUP_RANK" in env, _torchrun,
-             lambda env: int(env.get("GROUP_WORLD_SIZE") or _nodes_from_sizes(env))),
+             lambda env: _first_integer(env, ("GROUP_WORLD_SIZE",), 0) or _nodes_from_sizes(env)),
     Launcher("composer", lambda env: all(name in env for name in RANK_VARIABLES) and not _one_process(env),
              lambda env: {}, _nodes_from_sizes),
     Launcher("slurm", lambda env: "SLURM_PROCID" in env and not any(name in env for name in RANK_VARIABLES),
-             _slurm, lambda env: int(env.get("SLURM_STEP_NUM_NODES") or env.get("SLURM_NNODES") or 1)),
+             _slurm, lambda env: _first_integer(env, ("SLURM_STEP_NUM_NODES", "SLURM_NNODES"), 1)),
     Launcher("kubernetes", lambda env: "KUBERNETES_SERVICE_HOST" in env and {"RANK", "WORLD_SIZE"} <= set(env)
              and not {"LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK"} & set(env), _kubernetes,
-             lambda env: int(env["WORLD_SIZE"])),
+             lambda env: _integer(env, "WORLD_SIZE")),
     # Nothing set, or the values Composer itself fills in for one process (a second trainer in a process).
     Launcher("single", _one_process, lambda env: {}, lambda env: 1),
 )
@@ -157,9 +169,7 @@ def detect(environ: Mapping[str, str]) -> Launch:
             added = launcher.complete(environ)
             env = {**{k: v for k, v in environ.items() if k in (*RANK_VARIABLES, "MASTER_ADDR", "MASTER_PORT")},
                    **added}
-            for name in (*RANK_VARIABLES, "GROUP_WORLD_SIZE"):
-                if name in env or name in environ:
-                    _integer({**environ, **env}, name)
+            check_integers({**environ, **env})
             launch = Launch(launcher.name, env, added, launcher.nodes(environ))
             _check_world(launch)
             return launch
@@ -245,49 +255,8 @@ def init_distributed(launch: Launch, device: str, timeout: float) -> None:
                           "MASTER_PORT, or raise dist_timeout") from None
 
 
-_RANGE = re.compile(r"\[([^\]]*)\]")
-
-
-def expand_hostlist(hostlist: str) -> list[str]:
-    """SLURM's compact host lists: ``gpu-[01-04,07],login1`` -> gpu-01 ... gpu-04, gpu-07, login1
-    (what ``scontrol show hostnames`` prints, without a call into SLURM)."""
-    hosts: list[str] = []
-    for item in re.findall(r"(?:[^,\[]|\[[^\]]*\])+", hostlist):
-        expanded = [""]
-        position = 0
-        for match in _RANGE.finditer(item):
-            literal = item[position:match.start()]
-            expanded = [f"{head}{literal}{choice}" for head in expanded for choice in _ranges(match.group(1))]
-            position = match.end()
-        hosts.extend(f"{head}{item[position:]}" for head in expanded)
-    if not hosts:
-        raise LaunchError(f"cannot read the SLURM host list {hostlist!r}: set MASTER_ADDR to node 0's address")
-    return hosts
-
-
-def _ranges(spec: str) -> list[str]:
-    out = []
-    for part in spec.split(","):
-        low, _, high = part.partition("-")
-        if not low.isdigit() or (high and not high.isdigit()):
-            raise LaunchError(f"cannot read the SLURM host range [{spec}]: set MASTER_ADDR to node 0's address")
-        out.extend(str(n).zfill(len(low)) for n in range(int(low), int(high or low) + 1))
-    return out
-
-
-def tasks_per_node(spec: str) -> list[int]:
-    """SLURM's ``2(x3),1`` -> [2, 2, 2, 1]."""
-    counts = []
-    for part in filter(None, spec.split(",")):
-        match = re.fullmatch(r"(\d+)(?:\(x(\d+)\))?", part.strip())
-        if match is None:
-            raise LaunchError(f"cannot read SLURM tasks per node {spec!r}")
-        counts.extend([int(match.group(1))] * int(match.group(2) or 1))
-    return counts
-
-
 def slurm_port(env: Mapping[str, str]) -> int:
     """A port every task of a step derives alike: from the job and step ids, in 10000-29999 (below Linux's
     ephemeral range), different for the steps of one job so a rerun inside the allocation never meets the last."""
-    job, step = int(env.get("SLURM_JOB_ID", 0) or 0), int(env.get("SLURM_STEP_ID", 0) or 0)
+    job, step = _first_integer(env, ("SLURM_JOB_ID",), 0), _first_integer(env, ("SLURM_STEP_ID",), 0)
     return 10000 + (job * 97 + step) % 20000

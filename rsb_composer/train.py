@@ -23,6 +23,14 @@ from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+from rsb_composer.launch import LaunchError, check_integers  # noqa: E402
+
+try:  # Composer reads the rank variables as integers when it is imported: a bad one is a one-line error here
+    check_integers(os.environ)
+except LaunchError as err:
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(2)
+
 import torch  # noqa: E402
 from composer import Trainer  # noqa: E402
 from composer.callbacks import RuntimeEstimator, SpeedMonitor  # noqa: E402

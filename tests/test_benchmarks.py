@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from tests.helpers import cli
 
@@ -47,7 +48,9 @@ def test_bench_memory_reads_an_epoch_of_a_generated_tree_and_reports_worker_grow
                            env=subprocess_env, cwd=tmp_path))
     assert figures["files"] == figures["images"] == 2000 and figures["batches"] == 20
     assert len(figures["worker_private_mib_epoch_end"]) == 2 and figures["worker_private_mib_first_batch"][0] > 0
-    assert figures["worker_growth_mib"] < 15  # a tiny tree: nothing to grow by, whatever the code
+    first, last = figures["worker_private_mib_first_batch"], figures["worker_private_mib_epoch_end"]
+    growth = [b - a for a, b in zip(first, last, strict=True)]
+    assert figures["worker_growth_mib"] == pytest.approx(max(growth))  # the worse worker of the two columns
     assert (tmp_path / "tree" / "train.rsb-index.npz").is_file()
 
 
@@ -66,7 +69,7 @@ def test_bench_syncs_counts_no_reads_between_forward_and_backward(write_recipe, 
     figures = _figures(cli("bench-syncs", write_recipe(), "--steps", "2", "--warmup", "1", "--json",
                            env=subprocess_env, cwd=tmp_path))
     assert figures["steps"] == 2 and figures["reads_between_forward_and_backward_per_step"] == 0
-    assert "cuda_syncs_per_step" not in figures  # no GPU here
+    assert ("cuda_syncs_per_step" in figures) == torch.cuda.is_available()  # counted only where CUDA runs
 
 
 def test_bench_resume_load_times_both_loads_of_a_checkpoint_the_trainer_wrote(write_recipe, tmp_path, subprocess_env):

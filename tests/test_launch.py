@@ -7,8 +7,9 @@ import sys
 import pytest
 
 from rsb_composer import launch, train
-from rsb_composer.launch import LaunchError, detect, expand_hostlist, prepare, tasks_per_node
-from tests.helpers import TRAIN_PY, free_port, run
+from rsb_composer.launch import LaunchError, detect, prepare
+from rsb_composer.slurm_lists import SlurmListError, expand_hostlist, tasks_per_node
+from tests.helpers import REPO, TRAIN_PY, free_port, run
 
 # What `srun -N 2 --ntasks-per-node 4` gives task 6 (measured on the test cluster for one node; the variables
 # are SLURM's, the values of a second node as SLURM numbers them).
@@ -155,7 +156,7 @@ def test_slurm_host_lists_expand_like_scontrol_show_hostnames(hostlist, hosts):
 
 def test_slurm_task_counts_expand():
     assert tasks_per_node("2(x3),1") == [2, 2, 2, 1] and tasks_per_node("8") == [8]
-    with pytest.raises(LaunchError):
+    with pytest.raises(SlurmListError, match=r"cannot read SLURM tasks per node '2\(y3\)'"):
         tasks_per_node("2(y3)")
 
 
@@ -168,6 +169,30 @@ def test_the_trainer_refuses_a_partial_environment_before_any_work(write_recipe,
         "error: WORLD_SIZE is set but RANK, LOCAL_RANK, LOCAL_WORLD_SIZE, NODE_RANK are not: launch with composer, "
         "torchrun or srun, which set them all, or unset them to run one process (README: Launching)"]
     assert not (tmp_path / "run").exists()
+
+
+def test_a_rank_variable_that_is_no_integer_stops_before_composer_reads_it(tmp_path, subprocess_env):
+    """Composer's own import reads RANK as an integer: the script must check it first (a subprocess, as the
+    check runs before the imports)."""
+    result = run([sys.executable, TRAIN_PY, REPO / "yamls" / "quickstart.yaml", f"run_dir={tmp_path / 'run'}"],
+                 env={**subprocess_env, **COMPOSER, "RANK": "first"}, expect=2)
+    assert result.stderr.strip().splitlines() == ["error: RANK='first' is not an integer"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_one_process_tools_refuse_a_launchers_world(write_recipe, tmp_path, monkeypatch, capsys):
+    """`rsb-composer eval` inside an 8-pod job would evaluate an eighth of val: refused, naming the launch."""
+    from rsb_composer import cli
+
+    for name in launch.RANK_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    for name, value in {"RANK": "0", "WORLD_SIZE": "8", "MASTER_ADDR": "job-master-0", "MASTER_PORT": "23456"}.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["eval", str(write_recipe()), str(tmp_path / "missing.pt")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: rsb-composer eval runs in one process, but this environment describes a kubernetes launch of world "
+        "size 8 (WORLD_SIZE, RANK, ...): run it outside the launcher, or unset those variables")
 
 
 def _rank(rank: int, port: int, subprocess_env: dict[str, str]) -> dict[str, str]:

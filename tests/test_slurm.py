@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from rsb_composer.launch import expand_hostlist
+from rsb_composer.slurm_lists import expand_hostlist
 from tests.helpers import REPO, RUN, TRAIN_PY, finish, metrics_table, same_weights
 from tests.slurm_cluster import SlurmCluster, missing
 

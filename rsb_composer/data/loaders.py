@@ -87,9 +87,9 @@ def freeze_inherited_objects(worker_id: int) -> None:
     worker's garbage collections.
 
     A worker is a fork that shares the training process's memory until it writes to it. A full collection writes
-    to the header of every object it examines, half a million objects for torch, Composer and the rest, so the
-    first one in a worker (its timing depends on the parent's allocation counts) made 135 MiB of shared pages
-    private in each worker at once (docs/benchmarks.md). Frozen objects are never examined; objects the worker
+    to the header of every object it examines (torch, Composer and the rest hold hundreds of thousands), so the
+    first one in a worker (its timing depends on the parent's allocation counts) made those shared pages private
+    in each worker at once (measured in docs/benchmarks.md). Frozen objects are never examined; objects the worker
     makes itself are collected as usual.
     """
     gc.freeze()

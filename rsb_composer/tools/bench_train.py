@@ -32,12 +32,14 @@ log = logging.getLogger(__name__)
 
 
 def synthetic_config(config: Config, steps: int, run_dir: str) -> Config:
-    """The recipe on synthetic tensors: same model, batch, resolution, optimizer and algorithms."""
+    """The recipe on synthetic tensors in one process: same model, batch, resolution, optimizer and algorithms.
+    The batch is the recipe's whole global batch on the one device (what a benchmark of one device measures)."""
+    resolved, _ = resolve_batching(config.data, world_size=1)
     data: DataConfig = replace(
-        config.data, source="synthetic", num_workers=min(config.data.num_workers, 4), repeated_augmentation=0,
+        resolved, source="synthetic", num_workers=min(config.data.num_workers, 4), repeated_augmentation=0,
         synthetic=SyntheticConfig(num_classes=config.model.num_classes or 1000,
-                                  train_samples=config.data.batch_size * steps,
-                                  val_samples=config.data.eval_batch_size),
+                                  train_samples=resolved.batch_size * steps,
+                                  val_samples=resolved.eval_batch_size),
     )
     algorithms = {k: v for k, v in config.algorithms.items() if k not in IMAGE_FILE_ALGORITHMS}
     return replace(config, data=data, algorithms=algorithms, run_dir=run_dir, max_duration=f"{steps}ba",

@@ -35,8 +35,14 @@ from rsb_composer.config import ToyConfig
 REPO = Path(__file__).resolve().parents[2]
 A2 = str(REPO / "yamls" / "a2.yaml")
 QUICKSTART = str(REPO / "yamls" / "quickstart.yaml")
-TINY_TOY = "{num_classes: 4, train_per_class: 32, val_per_class: 8, image_size: 40}"
-TINY_IMAGES = 4 * 32  # train images of TINY_TOY: an epoch is TINY_IMAGES // (8 x processes) batches of 8
+TINY_EPOCH_BATCHES = 8  # toy_resume's epoch on any process count: the first launch stops inside it, at batch 6
+
+
+def tiny_toy(processes: int) -> str:
+    """A toy set whose epoch is TINY_EPOCH_BATCHES batches of 8 per process on ``processes`` processes."""
+    per_class = TINY_EPOCH_BATCHES * 8 * processes // 4
+    return f"{{num_classes: 4, train_per_class: {per_class}, val_per_class: 8, image_size: 40}}"
+
 DISTINCT = ToyConfig(num_classes=10, train_per_class=20, val_per_class=1, image_size=400, max_image_size=640,
                      texture="fractal")
 
@@ -154,7 +160,7 @@ def toy_resume(check: Check, root: Path) -> None:
     end of the epoch, which must resume mid-epoch."""
     run_dir = root / "toy_run"
     processes = max(check.gpus, 1)
-    common = [QUICKSTART, f"run_dir={run_dir}", f"data.path={root / 'toy'}", f"data.toy={TINY_TOY}",
+    common = [QUICKSTART, f"run_dir={run_dir}", f"data.path={root / 'toy'}", f"data.toy={tiny_toy(processes)}",
               "model.arch=resnet18", "data.train_resolution=32", "data.eval_resolution=32", "data.batch_size=8",
               "data.num_workers=1", "precision=amp_fp16", "scheduler.warmup_epochs=0", "checkpoints.save_interval=4ba",
               "checkpoints.keep_top_k=0", "progress_bar=false"]
@@ -175,7 +181,7 @@ def toy_resume(check: Check, root: Path) -> None:
     check.report["rows"]["toy_resume"] = {
         "command": shown + "6ba, then 1ep", "processes": processes,
         "loss_finite": loss is not None and math.isfinite(float(loss)),
-        "checkpoint_written": any(folder.checkpoints.glob(f"ep*-ba{TINY_IMAGES // (8 * processes)}-rank0.pt")),
+        "checkpoint_written": any(folder.checkpoints.glob(f"ep*-ba{TINY_EPOCH_BATCHES}-rank0.pt")),
         "resumed": "resuming epoch 1 at batch 6" in log, "val/acc1": final.get("val/acc1")}
     check.write()
 
