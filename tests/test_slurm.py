@@ -5,6 +5,7 @@ so. Skipped, with the reason, where SLURM and munge are not installed (`apt-get 
 environment mapping itself is tested everywhere (tests/test_launch.py)."""
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -76,14 +77,21 @@ def test_the_sbatch_script_saves_requeues_and_resumes_at_the_time_limit_signal(s
         return slurm.run("scontrol", "show", "job", job)
 
     while not (run_dir / "checkpoints" / "ep0-ba2-rank0.pt").exists():  # training, 10 batches to go
-        assert "JobState=RUNNING" in state() or "JobState=PENDING" in state()
+        job_state = re.search(r"JobState=(\S+)", info := state())
+        # Before training: PENDING, then CONFIGURING (nodes being readied) or RUNNING; anything else ended the job.
+        assert job_state and job_state.group(1) in ("PENDING", "CONFIGURING", "RUNNING"), (
+            info, output.read_text()[-4000:] if output.exists() else "")
     slurm.run("scancel", "--batch", "--signal=USR1", job)  # what `--signal=B:USR1@120` sends near the time limit
     while "Restarts=1" not in (info := state()) or "JobState=PENDING" not in info:  # saved, stopped, requeued
         pass
-    # SLURM holds a requeued job back two minutes before it may start again; let this one start now.
+    # SLURM holds a requeued job back two minutes before it may start again; let this one start sooner, but not
+    # within the second slurmd revoked the killed start's credential: revocation is kept in whole seconds, and a
+    # new credential of the same job from that second is refused ("Job N already killed, do not launch batch job").
+    time.sleep(2)
     slurm.run("scontrol", "update", f"JobId={job}", "StartTime=now")
     while "JobState=COMPLETED" not in (info := state()):
-        assert "JobState=FAILED" not in info and "JobState=CANCELLED" not in info, output.read_text()[-4000:]
+        assert "JobState=FAILED" not in info and "JobState=CANCELLED" not in info, (
+            info, output.read_text()[-4000:], slurm.logs())
     log = output.read_text()
     assert "ExitCode=0:0" in info, log[-4000:]
     assert "SIGTERM: saved" in log and f"requeueing job {job}" in log
