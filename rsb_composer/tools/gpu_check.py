@@ -36,15 +36,14 @@ REPO = Path(__file__).resolve().parents[2]
 A2 = str(REPO / "yamls" / "a2.yaml")
 QUICKSTART = str(REPO / "yamls" / "quickstart.yaml")
 TINY_EPOCH_BATCHES = 8  # toy_resume's epoch on any process count: the first launch stops inside it, at batch 6
+DISTINCT = ToyConfig(num_classes=10, train_per_class=20, val_per_class=1, image_size=400, max_image_size=640,
+                     texture="fractal")
 
 
 def tiny_toy(processes: int) -> str:
     """A toy set whose epoch is TINY_EPOCH_BATCHES batches of 8 per process on ``processes`` processes."""
     per_class = TINY_EPOCH_BATCHES * 8 * processes // 4
     return f"{{num_classes: 4, train_per_class: {per_class}, val_per_class: 8, image_size: 40}}"
-
-DISTINCT = ToyConfig(num_classes=10, train_per_class=20, val_per_class=1, image_size=400, max_image_size=640,
-                     texture="fractal")
 
 
 def _machine(gpus: int) -> dict[str, Any]:
