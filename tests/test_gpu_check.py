@@ -42,3 +42,16 @@ def test_the_toy_run_resumes_mid_epoch_through_the_composer_launcher(tmp_path, s
     assert report["rows"]["bench_train_compiled"] == {"skipped": "not in --rows"}
     assert cli("gpu-check", "--rows", "toy", env=subprocess_env, cwd=tmp_path, expect=2).stderr.startswith(
         "error: --rows: unknown toy")
+
+
+@pytest.mark.parametrize("gpus", [1, 2, 3, 4, 8])
+def test_the_toy_rows_epoch_outlasts_its_first_launch_on_any_gpu_count(gpus):
+    """The first launch stops at batch 6; its epoch must be longer on every GPU count, or the second finds the run
+    complete and there is nothing to resume."""
+    import yaml
+
+    from rsb_composer.tools.gpu_check import TINY_EPOCH_BATCHES, tiny_toy
+
+    toy = yaml.safe_load(tiny_toy(gpus))
+    batches_per_epoch = toy["num_classes"] * toy["train_per_class"] // (8 * gpus)
+    assert batches_per_epoch == TINY_EPOCH_BATCHES > 6
