@@ -165,10 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_one_process(command: str) -> None:
     """Every command but ``train`` runs in one process; a launcher's environment would make Composer shard its
     data (an evaluation of 1/8 of val inside an 8-pod job), so it is refused."""
+    if command == "train":
+        return  # the trainer reads the launch itself
     from rsb_composer.launch import detect
 
     launch = detect(os.environ)
-    if command != "train" and launch.world_size > 1:
+    if launch.world_size > 1:
         raise ConfigError(f"rsb-composer {command} runs in one process, but this environment describes a "
                           f"{launch.launcher} launch of world size {launch.world_size} (WORLD_SIZE, RANK, ...): run "
                           "it outside the launcher, or unset those variables")
