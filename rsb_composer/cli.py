@@ -1,5 +1,5 @@
 """The ``rsb-composer`` command: ``train``, ``show-config``, ``lr-schedule``, ``eval``, ``export``, ``preflight``,
-``convert-mds``, and the benchmarks and checks of :mod:`rsb_composer.tools.commands`."""
+``convert-mds``, ``doctor``, and the benchmarks and checks of :mod:`rsb_composer.tools.commands`."""
 
 from __future__ import annotations
 
@@ -83,6 +83,12 @@ def _convert_mds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from rsb_composer.tools.doctor import doctor, read_stack
+
+    return doctor(read_stack(), as_json=args.json)
+
+
 def _train(args: argparse.Namespace) -> int:
     from rsb_composer.train import main as train_main
 
@@ -157,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("imagefolder_root", help="folder holding train/ and val/ in the ImageNet layout")
     p.add_argument("out_dir", help="output folder (upload it to s3://... or gs://... to stream from there)")
     p.set_defaults(func=_convert_mds)
+
+    p = sub.add_parser("doctor", help="the Python, torch, CUDA, Composer and GPUs here: inside the tested range? "
+                                       "known-bad combinations named with their fix (exit 1 when one is found)")
+    p.add_argument("--json", action="store_true", help="print the stack and the findings as one JSON object")
+    p.set_defaults(func=_doctor)
 
     add_benchmark_commands(sub, with_config)
     return parser

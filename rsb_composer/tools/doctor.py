@@ -1,0 +1,280 @@
+"""``rsb-composer doctor``: the software stack and the GPUs, whether the combination is inside the tested range, and
+the known-bad combinations with their fixes.
+
+It reads versions from the installed distributions' metadata (Composer is not imported: the doctor has to work
+where Composer's import is what fails) and asks torch for its CUDA, cuDNN and NCCL and the GPUs. Every rule in
+:data:`RULES` looks at one :class:`Stack` and returns a :class:`Finding` or None; a finding is a ``problem`` (exit
+1, one line each) or a ``note`` (said, exit 0). Tests feed the rules a stack of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+
+from packaging.requirements import Requirement
+from packaging.version import InvalidVersion, Version
+
+# The stacks the suite runs on (README.md, "Tested stacks"; .ci/run runs both ends for torch).
+TESTED_PYTHON = ("3.11", "3.13")
+TESTED_TORCH = ("2.7.0", "2.14.1")
+TESTED_TORCHMETRICS = ("1.4", "1.9")
+COMPOSER_VERSION = "0.32.1"
+# Composer 0.32.1's pins that follow torch's release train; requirements/keep-torch.txt lifts them.
+LIFTED_PINS = ("torch", "torchvision", "torchmetrics", "numpy", "pillow", "packaging")
+# torchvision 0.N is built for torch 2.(N - 15): 0.22 for 2.7 ... 0.29 for 2.14.
+TORCHVISION_OFFSET = 15
+SHOWN = ("torch", "torchvision", "torchmetrics", "mosaicml", "timm", "pillow", "numpy", "wandb")
+
+
+@dataclass
+class Gpu:
+    name: str
+    capability: tuple[int, int]
+
+
+@dataclass
+class Stack:
+    python: str
+    versions: dict[str, str | None]  # distribution name (lower case) -> version, None when not installed
+    cuda: str | None = None  # the CUDA torch was built with
+    cudnn: str | None = None
+    nccl: str | None = None
+    gpus: list[Gpu] = field(default_factory=list)
+    arch_list: list[str] = field(default_factory=list)  # torch.cuda.get_arch_list(): sm_90, compute_90, ...
+    composer_requires: list[str] = field(default_factory=list)  # mosaicml's Requires-Dist, extras left out
+
+
+@dataclass
+class Finding:
+    kind: str  # "problem" or "note"
+    text: str
+
+
+def _version(text: str | None) -> Version | None:
+    try:
+        return Version(text) if text else None
+    except InvalidVersion:
+        return None
+
+
+def _release(text: str | None) -> Version | None:
+    """The release part only: 2.11.0+cu130 and 2.11.0a0+git... both count as 2.11.0."""
+    version = _version(text)
+    return Version(version.base_version) if version else None
+
+
+def python_range(stack: Stack) -> Finding | None:
+    low, high = TESTED_PYTHON
+    minor = Version(".".join(stack.python.split(".")[:2]))
+    if not Version(low) <= minor <= Version(high):
+        return Finding("problem", f"Python {stack.python} is outside the supported {low} to {high}: use one of those")
+    return None
+
+
+def torch_range(stack: Stack) -> Finding | None:
+    torch = _release(stack.versions.get("torch"))
+    low, high = (Version(v) for v in TESTED_TORCH)
+    if torch is None:
+        return Finding("problem", "torch is not installed: pip install -e \".[dev]\" (README's first command)")
+    if torch < low:
+        return Finding("problem", f"torch {torch} is older than the tested range ({low} to {high}): install torch "
+                                  f">={low} with its torchvision")
+    if (torch.major, torch.minor) > (high.major, high.minor):
+        return Finding("note", f"torch {torch} is newer than the tested range ({low} to {high}): untested; "
+                               "run `pytest -m \"not slow\"` once, and report what fails")
+    return None
+
+
+def torchvision_matches_torch(stack: Stack) -> Finding | None:
+    torch, vision = _release(stack.versions.get("torch")), _release(stack.versions.get("torchvision"))
+    if torch is None:
+        return None
+    if vision is None:
+        return Finding("problem", f"torchvision is not installed: pip install torchvision==0.{torch.minor + 15}.* "
+                                  f"(the release built for torch {torch.major}.{torch.minor})")
+    expected = torch.minor + TORCHVISION_OFFSET
+    if torch.major == 2 and vision.minor != expected:
+        return Finding("problem", f"torchvision {vision} is built for torch 2.{vision.minor - TORCHVISION_OFFSET}, "
+                                  f"not torch {torch} (its operators fail to load, e.g. 'operator torchvision::nms "
+                                  f"does not exist'): pip install torchvision==0.{expected}.*")
+    return None
+
+
+def torchmetrics_range(stack: Stack) -> Finding | None:
+    metrics = _release(stack.versions.get("torchmetrics"))
+    low, high = (Version(v) for v in TESTED_TORCHMETRICS)
+    if metrics is None:
+        return Finding("problem", "torchmetrics is not installed: pip install 'torchmetrics>=1.4'")
+    if metrics < low:
+        return Finding("problem", f"torchmetrics {metrics} is older than {low}: pip install 'torchmetrics>={low}'")
+    if (metrics.major, metrics.minor) > (high.major, high.minor):
+        return Finding("note", f"torchmetrics {metrics} is newer than the tested range ({low} to {high}): untested")
+    return None
+
+
+def composer_version(stack: Stack) -> Finding | None:
+    composer = stack.versions.get("mosaicml")
+    if composer is None:
+        return Finding("problem", "Composer (mosaicml) is not installed: pip install -e \".[dev]\", or README's "
+                                  "\"Keeping your PyTorch\" command")
+    if composer != COMPOSER_VERSION:
+        return Finding("problem", f"Composer {composer}: the project is tested with {COMPOSER_VERSION} only: "
+                                  f"pip install --no-deps mosaicml=={COMPOSER_VERSION}")
+    return None
+
+
+def composer_pins(stack: Stack) -> Finding | None:
+    """The pins `pip check` reports after the "Keeping your PyTorch" install: expected for LIFTED_PINS, a problem for
+    any other."""
+    lifted, broken = [], []
+    for text in stack.composer_requires:
+        requirement = Requirement(text)
+        installed = stack.versions.get(requirement.name.lower().replace("_", "-"))
+        if installed is None or requirement.specifier.contains(installed, prereleases=True):
+            continue
+        target = lifted if requirement.name.lower() in LIFTED_PINS else broken
+        target.append(f"{requirement} (installed {installed})")
+    if broken:
+        return Finding("problem", f"Composer {COMPOSER_VERSION} needs {'; '.join(broken)}: pip install -r "
+                                  "requirements/keep-torch.txt")
+    if lifted:
+        return Finding("note", f"Composer {COMPOSER_VERSION} pins {', '.join(lifted)}: lifted on purpose (README, "
+                               "\"Keeping your PyTorch\"); `pip check` lists these and nothing else")
+    return None
+
+
+def wandb_version(stack: Stack) -> Finding | None:
+    wandb = _release(stack.versions.get("wandb"))
+    if wandb is not None and wandb >= Version("0.19"):
+        return Finding("problem", f"wandb {wandb}: Composer {COMPOSER_VERSION}'s WandBLogger needs wandb < 0.19 (it "
+                                  "calls wandb.run.get_url, which later releases removed): pip install "
+                                  "'wandb>=0.13.2,<0.19'")
+    return None
+
+
+def _has_kernels(capability: tuple[int, int], arch_list: list[str]) -> bool:
+    """Kernels built for the GPU's architecture or an older one of the same major (sm_XY), or PTX of any older one
+    (compute_XY), which the driver compiles at start."""
+    for arch in arch_list:
+        kind, _, number = arch.partition("_")
+        number = number.rstrip("af")  # sm_90a, sm_100f: architecture-specific variants of sm_90, sm_100
+        if not number.isdigit() or len(number) < 2:
+            continue
+        built = (int(number[:-1]), int(number[-1]))
+        if (kind == "sm" and built[0] == capability[0] and built[1] <= capability[1]) or (
+                kind == "compute" and built <= capability):
+            return True
+    return False
+
+
+def gpu_architectures(stack: Stack) -> Finding | None:
+    """A GPU whose architecture this torch build has no kernels for fails at its first CUDA operation."""
+    if not stack.arch_list:
+        return None
+    missing = [f"GPU {i} ({gpu.name}, sm_{gpu.capability[0]}{gpu.capability[1]})" for i, gpu in enumerate(stack.gpus)
+               if not _has_kernels(gpu.capability, stack.arch_list)]
+    if missing:
+        return Finding("problem", f"{', '.join(missing)}: this torch build (CUDA {stack.cuda}) has kernels for "
+                                  f"{' '.join(stack.arch_list)} only: install a torch build for a CUDA that "
+                                  "supports it")
+    return None
+
+
+def cuda_without_gpu(stack: Stack) -> Finding | None:
+    if stack.cuda and not stack.gpus:
+        return Finding("note", f"no GPU visible (torch is a CUDA {stack.cuda} build; CUDA_VISIBLE_DEVICES, the "
+                               "driver, or a CPU-only machine): training runs on the CPU")
+    return None
+
+
+RULES: dict[str, Callable[[Stack], Finding | None]] = {
+    "python": python_range, "torch": torch_range, "torchvision": torchvision_matches_torch,
+    "torchmetrics": torchmetrics_range, "composer": composer_version, "composer_pins": composer_pins,
+    "wandb": wandb_version, "gpu_architectures": gpu_architectures, "cuda_without_gpu": cuda_without_gpu,
+}
+
+
+def _cudnn_release(number: int | None) -> str | None:
+    """cuDNN's version number as a release: 92400 is 9.24.0 (9.x counts major x 10000), 8902 is 8.9.2."""
+    if not number:
+        return None
+    major_unit = 10000 if number >= 90000 else 1000
+    return f"{number // major_unit}.{number % major_unit // 100}.{number % 100}"
+
+
+def read_stack() -> Stack:
+    """This environment's stack (imports torch, not Composer)."""
+    versions: dict[str, str | None] = {}
+    for name in SHOWN:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    try:
+        composer_requires = [r for r in metadata.requires("mosaicml") or [] if "extra ==" not in r]
+    except metadata.PackageNotFoundError:
+        composer_requires = []
+    for text in composer_requires:
+        name = Requirement(text).name.lower().replace("_", "-")
+        if name not in versions:
+            try:
+                versions[name] = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                versions[name] = None
+    stack = Stack(python=platform.python_version(), versions=versions, composer_requires=composer_requires)
+    if versions["torch"] is None:
+        return stack
+    import torch
+
+    stack.cuda = torch.version.cuda
+    if torch.cuda.is_available():
+        stack.gpus = [Gpu(torch.cuda.get_device_name(i), torch.cuda.get_device_capability(i))
+                      for i in range(torch.cuda.device_count())]
+        stack.arch_list = torch.cuda.get_arch_list()
+    if stack.cuda:
+        try:
+            stack.cudnn = _cudnn_release(torch.backends.cudnn.version())
+        except RuntimeError:
+            stack.cudnn = None
+        try:
+            stack.nccl = ".".join(str(part) for part in torch.cuda.nccl.version())
+        except (AttributeError, RuntimeError):
+            stack.nccl = None
+    return stack
+
+
+def diagnose(stack: Stack) -> list[Finding]:
+    return [finding for rule in RULES.values() if (finding := rule(stack)) is not None]
+
+
+def describe(stack: Stack) -> list[str]:
+    """The stack, one line per component, for people."""
+    v = stack.versions
+    cuda = (f" (CUDA {stack.cuda}, cuDNN {stack.cudnn or 'n/a'}, NCCL {stack.nccl or 'n/a'})" if stack.cuda
+            else " (CPU build)")
+    lines = [f"python        {stack.python}", f"torch         {v.get('torch')}{cuda}"]
+    lines += [f"{('composer' if n == 'mosaicml' else n):<13} {v.get(n) or 'not installed'}" for n in SHOWN[1:]]
+    gpus = ", ".join(f"{g.name} (sm_{g.capability[0]}{g.capability[1]})" for g in stack.gpus) or "none"
+    lines.append(f"GPUs          {len(stack.gpus)}: {gpus}" if stack.gpus else "GPUs          none")
+    return lines
+
+
+def doctor(stack: Stack, as_json: bool = False) -> int:
+    findings = diagnose(stack)
+    problems = [f for f in findings if f.kind == "problem"]
+    if as_json:
+        print(json.dumps({"stack": asdict(stack), "findings": [asdict(f) for f in findings],
+                          "ok": not problems}, indent=2))
+        return 1 if problems else 0
+    print("\n".join(describe(stack)))
+    low, high = TESTED_TORCH
+    inside = not any(f.kind == "note" and "tested range" in f.text for f in findings) and not problems
+    print(f"tested: Python {TESTED_PYTHON[0]}-{TESTED_PYTHON[1]}, torch {low}-{high}, Composer {COMPOSER_VERSION}: "
+          + ("this stack is inside" if inside else "see below"))
+    for finding in findings:
+        print(f"{finding.kind}: {finding.text}")
+    return 1 if problems else 0
