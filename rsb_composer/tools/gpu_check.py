@@ -13,6 +13,11 @@ of time is reported as such and the others still run), and the files are rewritt
 - ``syncs``: ``rsb-composer bench-syncs`` of a2: tensor reads between the forward and the end of the backward pass,
   and the synchronisations ``torch.cuda.set_sync_debug_mode("warn")`` reports per step.
 
+Before any timing, every row runs once at its smallest size (its dry run, under ``dry_runs`` in the JSON): a
+missing prerequisite (a package, the launcher, the compiler torch.compile needs) shows in seconds, not after the
+rows before it have spent the budget, and a row whose dry run failed is not timed. Usable cores are the ones this
+process may run on (``os.sched_getaffinity``: a SLURM or container CPU set), not the machine's.
+
 Without a GPU the same rows run at CPU sizes (a2 at 64 px, fp32: Composer refuses amp_fp16 on a CPU), the compiled
 row and the CUDA counts are skipped, and the JSON says ``"gpu": false`` and which rows were skipped.
 """
@@ -35,6 +40,7 @@ from rsb_composer.config import ToyConfig
 REPO = Path(__file__).resolve().parents[2]
 A2 = str(REPO / "yamls" / "a2.yaml")
 QUICKSTART = str(REPO / "yamls" / "quickstart.yaml")
+DRY_RUN_CAP_S = 120  # each row's dry run: start-up, one step
 TINY_EPOCH_BATCHES = 8  # toy_resume's epoch on any process count: the first launch stops inside it, at batch 6
 DISTINCT = ToyConfig(num_classes=10, train_per_class=20, val_per_class=1, image_size=400, max_image_size=640,
                      texture="fractal")
@@ -46,12 +52,20 @@ def tiny_toy(processes: int) -> str:
     return f"{{num_classes: 4, train_per_class: {per_class}, val_per_class: 8, image_size: 40}}"
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (a SLURM job's or a container's CPU set), not all the machine has."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _machine(gpus: int) -> dict[str, Any]:
     import composer
     import torch
 
     names = [torch.cuda.get_device_name(i) for i in range(gpus)]
-    return {"gpus": gpus, "gpu_names": names, "cpu_cores": os.cpu_count(), "torch": torch.__version__,
+    return {"gpus": gpus, "gpu_names": names, "cpu_cores": usable_cores(), "torch": torch.__version__,
             "composer": composer.__version__, "python": sys.version.split()[0]}
 
 
@@ -80,21 +94,23 @@ class Check:
         self.out = out
         self.gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         self.deadline = time.monotonic() + budget_s
-        self.report: dict[str, Any] = {"gpu": self.gpus > 0, "machine": _machine(self.gpus), "rows": {},
-                                       "skipped": [], "budget_s": budget_s}
+        self.report: dict[str, Any] = {"gpu": self.gpus > 0, "machine": _machine(self.gpus), "dry_runs": {},
+                                       "rows": {}, "skipped": [], "budget_s": budget_s}
+        self.dry = False  # rows run at their smallest size, into report["dry_runs"]
         self.started = time.monotonic()
         out.mkdir(parents=True, exist_ok=True)
 
     def skip(self, name: str, reason: str) -> None:
-        self.report["rows"][name] = {"skipped": reason}
-        self.report["skipped"].append(f"{name}: {reason}")
+        self.report["dry_runs" if self.dry else "rows"][name] = {"skipped": reason}
+        if not self.dry:
+            self.report["skipped"].append(f"{name}: {reason}")
         self.write()
 
     def command(self, name: str, argv: list[str], shown: str, cap_s: float, env: dict | None = None,
                 figures: bool = True) -> dict | None:
         """Run ``argv`` (with ``figures``, its last stdout line is JSON); the row, or None when it failed (reported
         as the row)."""
-        timeout = min(cap_s, self.deadline - time.monotonic())
+        timeout = min(DRY_RUN_CAP_S if self.dry else cap_s, self.deadline - time.monotonic())
         if timeout < 10:
             self.skip(name, "no time left in the budget (--budget-s)")
             return None
@@ -111,7 +127,7 @@ class Check:
         except (ValueError, IndexError) as err:
             row["error"] = f"no JSON figures in its output ({err})"
         row["seconds"] = round(time.monotonic() - start, 1)
-        self.report["rows"][name] = row
+        self.report["dry_runs" if self.dry else "rows"][name] = row
         self.write()
         return None if "error" in row else row
 
@@ -130,6 +146,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     device = f"{m['gpus']} x {m['gpu_names'][0]}" if m["gpus"] else "no GPU (CPU subset)"
     lines = [f"# gpu-check: {device}, {m['cpu_cores']} CPU cores; torch {m['torch']}, Composer {m['composer']}",
              "", f"`\"gpu\": {str(report['gpu']).lower()}`, {report['seconds']} s in all.", "",
+             "Dry runs (smallest size, before any timing): " + (", ".join(
+                 f"{name} {'failed' if 'error' in row or 'skipped' in row else 'ok'} ({row.get('seconds', 0)} s)"
+                 for name, row in report["dry_runs"].items()) or "none yet") + ".", "",
              "| row | result | command |", "|---|---|---|"]
     for name, row in report["rows"].items():
         if "skipped" in row:
@@ -167,6 +186,10 @@ def toy_resume(check: Check, root: Path) -> None:
     launcher = [sys.executable, "-m", "composer.cli.launcher", "-n", str(processes), train_py]
     shown = f"composer -n {processes} rsb_composer/train.py yamls/quickstart.yaml (tiny toy, amp_fp16) max_duration="
     env = {**os.environ, "WANDB_MODE": "offline"}
+    if check.dry:
+        check.command("toy_resume", [*launcher, *common[:1], f"run_dir={root / 'toy_dry_run'}", *common[2:],
+                                     "max_duration=1ba"], shown + "1ba", cap_s=200, env=env, figures=False)
+        return
     for duration in ("6ba", "1ep"):
         if check.command("toy_resume", [*launcher, *common, f"max_duration={duration}"], shown + duration,
                          cap_s=200, env=env, figures=False) is None:
@@ -186,7 +209,10 @@ def toy_resume(check: Check, root: Path) -> None:
 
 
 def _bench_train(check: Check, root: Path) -> None:
-    if check.gpus:
+    if check.dry:
+        check.cli("bench_train_eager", ["bench-train", A2, "data.train_resolution=64", "data.global_batch_size=8",
+                                        "--steps", "1", "--warmup", "1", "--repeats", "1", "--json"], 0)
+    elif check.gpus:
         check.cli("bench_train_eager", ["bench-train", A2, "data.global_batch_size=256", "--steps", "30",
                                         "--warmup", "3", "--json"], 150)
     else:
@@ -197,16 +223,21 @@ def _bench_train(check: Check, root: Path) -> None:
 
 
 def _bench_data(check: Check, root: Path) -> None:
-    batch, batches = (256, 20) if check.gpus else (64, 8)
+    batch, batches = (8, 1) if check.dry else (256, 20) if check.gpus else (64, 8)
+    workers = 1 if check.dry else max(usable_cores() - 1, 1)
     start = time.monotonic()
-    data = imagenet_like_set(root / "data", per_class=math.ceil(batch * (batches + 3) / 10))
+    folder = root / ("data_dry_run" if check.dry else "data")
+    data = imagenet_like_set(folder, per_class=math.ceil(batch * (batches + 3) / 10))
     check.cli("bench_data", ["bench-data", A2, "data.source=imagefolder", f"data.path={data}",
-                             f"data.global_batch_size={batch}", f"data.num_workers={max((os.cpu_count() or 1) - 1, 1)}",
+                             f"data.global_batch_size={batch}", f"data.num_workers={workers}",
                              "--batches", str(batches), "--reference", "--json"], 150 - (time.monotonic() - start))
 
 
 def _syncs(check: Check, root: Path) -> None:
-    if check.gpus:
+    if check.dry:
+        check.cli("syncs", ["bench-syncs", A2, "data.train_resolution=64", "data.global_batch_size=8", "--steps", "1",
+                            "--warmup", "1", "--json"], 0)
+    elif check.gpus:
         check.cli("syncs", ["bench-syncs", A2, "data.global_batch_size=256", "--steps", "8", "--json"], 120)
     else:
         check.cli("syncs", ["bench-syncs", A2, "data.train_resolution=64", "data.global_batch_size=8", "--steps", "3",
@@ -216,7 +247,13 @@ def _syncs(check: Check, root: Path) -> None:
 
 def _compiled(check: Check, root: Path) -> None:
     if not check.gpus:
-        check.skip("bench_train_compiled", "no GPU (torch.compile's CPU kernels say nothing of a GPU's)")
+        if not check.dry:
+            check.skip("bench_train_compiled", "no GPU (torch.compile's CPU kernels say nothing of a GPU's)")
+        return
+    if check.dry:  # what torch.compile needs on a GPU (triton, a C compiler), on a one-line function
+        code = "import torch; f = torch.compile(lambda x: (x * 2).sum()); print(float(f(torch.ones(8, device='cuda'))))"
+        check.command("bench_train_compiled", [sys.executable, "-c", code], "torch.compile of a tiny function", 0,
+                      figures=False)
         return
     check.cli("bench_train_compiled", ["bench-train", A2, "data.global_batch_size=256", "model.compile=true",
                                        "--steps", "30", "--warmup", "3", "--repeats", "1", "--json"], 420)
@@ -231,12 +268,20 @@ def gpu_check(out: Path, budget_s: float = 480, rows: list[str] | None = None) -
     """Run ``rows`` (default all of :data:`ROWS`) into ``out``; the report as written to gpu_check.json."""
     check = Check(out, budget_s)
     root = Path(tempfile.mkdtemp(prefix="rsb-gpu-check-"))
+    chosen = {name: row for name, row in ROWS.items() if rows is None or name in rows}
     try:
+        check.dry = True
+        for row in chosen.values():
+            row(check, root)
+        check.dry = False
         for name, row in ROWS.items():
-            if rows is None or name in rows:
-                row(check, root)
-            else:
+            dry_run = check.report["dry_runs"].get(name, {})
+            if name not in chosen:
                 check.skip(name, "not in --rows")
+            elif "error" in dry_run or "skipped" in dry_run:
+                check.skip(name, "its dry run failed: " + dry_run.get("error", dry_run.get("skipped", "")))
+            else:
+                row(check, root)
         check.write()
     finally:
         shutil.rmtree(root, ignore_errors=True)
