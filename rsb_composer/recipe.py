@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 from rsb_composer.algorithms import check_algorithms
 from rsb_composer.checkpoints.saving import check_checkpoints
-from rsb_composer.config import Config, check_time, load_config
+from rsb_composer.config import Config, ConfigError, check_time, load_config
+from rsb_composer.data.batching import AUTO
 from rsb_composer.data.loaders import check_data, decodes_images
 from rsb_composer.devices import check_precision
 from rsb_composer.launch import check_dist_timeout
@@ -38,6 +39,20 @@ def check_recipe(config: Config, check_paths: bool = True) -> None:
     check_scheduler(config.scheduler)
     check_algorithms(config.algorithms, decoded_images=decodes_images(config.data))
     check_loggers(config.loggers)
+    check_combinations(config)
+
+
+def check_combinations(config: Config) -> None:
+    """Settings of different sections that each work alone and cannot work together, refused in one line naming
+    both keys (README, "Combinations refused at start")."""
+    if config.model.sync_batchnorm and config.data.microbatch_size == AUTO:
+        raise ConfigError("model.sync_batchnorm=true with data.microbatch_size=auto: when one rank runs out of memory "
+                          "mid-forward and retries, the others wait inside SyncBatchNorm's collective, a hang (neither "
+                          "Composer nor torch checks it); set data.microbatch_size to a number, or "
+                          "model.sync_batchnorm=false")
+    if config.model.sync_batchnorm and config.algorithms.get("ghost_batchnorm") is not None:
+        raise ConfigError("model.sync_batchnorm=true with algorithms.ghost_batchnorm: ghost BatchNorm normalises small "
+                          "virtual batches, SyncBatchNorm the batch of every GPU together; set one of them off")
 
 
 def load_recipe(path: str | os.PathLike[str], overrides: Sequence[str] = (), *, check_paths: bool = True) -> Config:

@@ -60,6 +60,11 @@ def test_exponent_without_dot_is_coerced_to_a_number(write_recipe):
         (["data.source=imagefolder", "data.path=null"], "data.path is not set"),
         (["model.arch=vgg16"], "must name a torchvision ResNet"),
         (["scheduler.warmup_epochs=0.5"], "scheduler.warmup_epochs=0.5: must be 0 (none) or at least 1"),
+        # combinations that would hang or contradict each other, with both keys named
+        (["model.sync_batchnorm=true", "data.microbatch_size=auto"],
+         "model.sync_batchnorm=true with data.microbatch_size=auto: when one rank runs out of memory"),
+        (["model.sync_batchnorm=true", "algorithms.ghost_batchnorm={}"],
+         "model.sync_batchnorm=true with algorithms.ghost_batchnorm: "),
     ],
 )
 def test_bad_values_are_refused_with_the_key_named(write_recipe, overrides, message):
