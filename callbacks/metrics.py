@@ -4,8 +4,11 @@ Train accuracy is measured against each batch's original labels, read at AFTER_F
 or label smoothing replace the targets (they act at BEFORE_LOSS). On a mixed batch the logits describe a blend
 of two images, so train accuracy scores them against the first image's label only: a lower, noisier number
 than val/acc1, useful for trends. With gradient accumulation (``data.microbatch_size``) Composer runs
-AFTER_FORWARD once per microbatch with ``state.batch`` set to it, so every microbatch is counted once; the loss
-Composer reports per step is already the mean over the microbatches.
+AFTER_FORWARD once per microbatch with ``state.batch`` set to it; the loss Composer reports per step is already
+the mean over the microbatches. With ``data.microbatch_size: auto`` a step whose microbatch ran out of memory (on
+this rank or another) is run again from its first microbatch, and AFTER_FORWARD fires on every attempt: the counts
+of a step are kept apart from BEFORE_TRAIN_BATCH (the start of each attempt) and added to the epoch's at
+BATCH_END (after the attempt that succeeded), so every image is counted once.
 
 The epoch's running counts are part of the checkpoint (state_dict), so an epoch resumed mid-way still reports
 figures over all of its batches.
@@ -29,6 +32,8 @@ class ClassificationMetrics(Callback):
         self.eval_label = eval_label
         self.counts: torch.Tensor | None = None  # this rank's [top-1 hits, top-5 hits], on the device
         self.images = 0
+        self._step_counts: torch.Tensor | None = None  # the current attempt of the current step
+        self._step_images = 0
         self.device = torch.device("cpu")  # the model's: NCCL all-reduces only device tensors
         self.loss_sum = 0.0
         self.loss_batches = 0
@@ -54,6 +59,10 @@ class ClassificationMetrics(Callback):
         # The scheduler steps at the end of each batch, so the LR read here is the one this batch trains with.
         logger.log_metrics({"train/lr": state.optimizers[0].param_groups[0]["lr"]})
 
+    def before_train_batch(self, state: State, logger: Logger) -> None:
+        self._step_counts = None  # a new attempt at this step: an abandoned one's counts go
+        self._step_images = 0
+
     def after_forward(self, state: State, logger: Logger) -> None:
         targets = state.batch[1]
         outputs = state.outputs
@@ -64,10 +73,15 @@ class ClassificationMetrics(Callback):
             hits = top == targets[:, None]
             batch = torch.stack([hits[:, 0].sum(), hits.any(dim=1).sum()]).double()
         # Hits stay on the device (no sync per step); the image count is known on the host.
-        self.counts = batch if self.counts is None else self.counts + batch
-        self.images += len(targets)
+        self._step_counts = batch if self._step_counts is None else self._step_counts + batch
+        self._step_images += len(targets)
 
     def batch_end(self, state: State, logger: Logger) -> None:
+        if self._step_counts is not None:
+            self.counts = self._step_counts if self.counts is None else self.counts + self._step_counts
+            self.images += self._step_images
+        self._step_counts = None
+        self._step_images = 0
         # Composer has already averaged the loss over ranks (total_loss_dict); None when AMP skipped the step.
         losses = state.total_loss_dict
         if losses and "loss/train/total" in losses:

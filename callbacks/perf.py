@@ -15,7 +15,9 @@ anything but loading. So at EPOCH_END one collective (which waits for the device
 - ``perf/data_wait``: the smallest data wait / step time, a fraction;
 - ``perf/gpu_mem_peak_gib``: the peak of memory allocated by tensors during the epoch's steps, GiB (2**30
   bytes), the largest over ranks (PyTorch's allocator counters, read on the host; evaluation between epochs
-  excluded).
+  excluded). With ``data.microbatch_size: auto`` the counters are reset again at the end of a step in which
+  Composer changed the microbatch size (an out-of-memory retry): the peak is that of the size it settled on, not of
+  the attempt that failed.
 
 A resumed epoch reports the steps trained since the restart.
 """
@@ -50,6 +52,7 @@ class PerfMonitor(Callback):
         self.wait_seconds = 0.0
         self.steps = 0
         self._step_start: float | None = None
+        self._microbatch_size: int | float | None = None
         if self.gpu is not None:
             torch.cuda.reset_peak_memory_stats(self.gpu)
 
@@ -64,11 +67,16 @@ class PerfMonitor(Callback):
     def before_dataloader(self, state: State, logger: Logger) -> None:
         self._step_start = time.perf_counter()
 
+    def batch_start(self, state: State, logger: Logger) -> None:
+        self._microbatch_size = state.device_train_microbatch_size
+
     def after_dataloader(self, state: State, logger: Logger) -> None:
         if self._step_start is not None:
             self.wait_seconds += time.perf_counter() - self._step_start
 
     def batch_end(self, state: State, logger: Logger) -> None:
+        if self.gpu is not None and state.device_train_microbatch_size != self._microbatch_size:
+            torch.cuda.reset_peak_memory_stats(self.gpu)  # an out-of-memory retry settled on a smaller microbatch
         if self._step_start is not None:
             self.step_seconds += time.perf_counter() - self._step_start
             self.steps += 1

@@ -98,7 +98,8 @@ class PairedTimer(Callback):
     the same state: on a shared machine, runs of each one after the other differ by more than the overhead being
     measured (docs/benchmarks.md).
 
-    Steps 1 to ``warmup``: the trainer alone (its peak memory is read at the end of step ``warmup``); from the
+    Steps 1 to ``warmup``: the trainer alone (its peak memory is read at the end of step ``warmup``, or of the
+    first later step without an out-of-memory retry); from the
     end of step ``warmup`` on, one plain step after each trainer step, the first ``warmup`` + 1 of them its warm-up
     (autotuning, compilation); after step 2 ``warmup`` both are timed: a trainer
     step from the end of one BATCH_END to the start of the next (data loading, events, algorithms, the step,
@@ -115,18 +116,28 @@ class PairedTimer(Callback):
         self.plain_s: list[float] = []
         self.peak_memory_gib: float | None = None
         self._left: float | None = None
+        self._microbatch_size: int | float | None = None
 
     def fit_start(self, state: State, logger: Logger) -> None:
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
 
+    def batch_start(self, state: State, logger: Logger) -> None:
+        self._microbatch_size = state.device_train_microbatch_size
+
     def batch_end(self, state: State, logger: Logger) -> None:
         _sync()
         arrived = time.perf_counter()
         done = int(state.timestamp.batch)
-        if done == self.warmup:
-            if torch.cuda.is_available():
+        # A step in which "auto" microbatching ran out of memory and retried smaller: its peak is the failed
+        # attempt's; the peak is read after the first later step that kept the size.
+        retried = state.device_train_microbatch_size != self._microbatch_size
+        if torch.cuda.is_available():
+            if retried:
+                torch.cuda.reset_peak_memory_stats()
+            elif done >= self.warmup and self.peak_memory_gib is None:
                 self.peak_memory_gib = torch.cuda.max_memory_allocated() / 2**30
+        if done == self.warmup:
             self.plain = PlainLoop(self.config, int(state.device_train_microbatch_size))  # Composer's, "auto" too
         timed = done > 2 * self.warmup
         if timed and self._left is not None:
