@@ -112,3 +112,20 @@ def test_workers_leave_the_objects_they_inherit_out_of_garbage_collection(toy_di
     init = build_loaders(data, seed=0).train.worker_init_fn
     probe = torch.utils.data.DataLoader(_FreezeProbe(), num_workers=1, worker_init_fn=init)
     assert next(iter(probe)).item() > 10_000  # torch, Composer and the rest, frozen in the worker
+
+
+@pytest.mark.parametrize("workers,timed", [(0, 3), (4, 3), (6, 2)])
+def test_bench_datas_clock_starts_once_every_worker_delivered(workers, timed):
+    """bench-data's rate is the steady one: the clock starts after one batch per worker (at least 2), so the
+    batches that workers 3 to W prepared before it started are not counted as if they came for free."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from rsb_composer.data.throughput import measure_loader, warmup_batches
+
+    needed = max(2, workers) + timed
+    loader = DataLoader(TensorDataset(torch.zeros(needed, 1)), batch_size=1, num_workers=workers)
+    assert warmup_batches(loader) == max(2, workers)
+    assert measure_loader(loader, timed) > 0
+    short = DataLoader(TensorDataset(torch.zeros(needed - 1, 1)), batch_size=1, num_workers=workers)
+    with pytest.raises(ValueError, match="ran out before the measurement"):
+        measure_loader(short, timed)

@@ -28,13 +28,22 @@ def cpu_ms_per_image(dataset: Any, images: int) -> float:
         torch.set_num_threads(threads)
 
 
-def measure_loader(loader: DataLoader, batches: int, batch_transform: Callable[[Any], Any] | None = None,
-                   warmup: int = 2) -> float:
-    """Images per second the loader delivers (after ``warmup`` batches that pay for worker start-up), with the
-    trainer's ``batch_transform`` (the fast pipeline's normalisation) applied to each batch, as in training."""
+def warmup_batches(loader: DataLoader, warmup: int = 2) -> int:
+    """Batches before the clock starts: at least ``warmup``, and one per worker. Workers deliver in turn, so when
+    worker W's first batch arrives every worker has started and the rate from then on is the steady one; a clock
+    started after 2 batches would also count what workers 3 to W had prepared before it started."""
     if warmup < 1:
         raise ValueError("warmup must be at least 1 batch")
-    images, start = 0, None
+    return max(warmup, loader.num_workers)
+
+
+def measure_loader(loader: DataLoader, batches: int, batch_transform: Callable[[Any], Any] | None = None,
+                   warmup: int = 2) -> float:
+    """Images per second the loader delivers once every worker has delivered its first batch (at least
+    ``warmup`` batches, :func:`warmup_batches`), with the trainer's ``batch_transform`` (the fast pipeline's
+    normalisation) applied to each batch, as in training."""
+    warmup = warmup_batches(loader, warmup)
+    images, timed, start = 0, 0, None
     iterator = iter(loader)
     try:
         for index, batch in enumerate(iterator):
@@ -42,14 +51,16 @@ def measure_loader(loader: DataLoader, batches: int, batch_transform: Callable[[
                 batch = batch_transform(batch)
             if index >= warmup:
                 images += len(batch[0])
+                timed += 1
             if index == warmup - 1:  # the clock starts once the last warm-up batch is in hand
                 if torch.cuda.is_available():
                     torch.cuda.synchronize()
                 start = time.perf_counter()
             if index + 1 >= warmup + batches:
                 break
-        if start is None or images == 0:
-            raise ValueError("the loader ran out before the measurement: lower --batches")
+        if timed < batches:
+            raise ValueError(f"the loader ran out before the measurement ended ({warmup} warm-up batches, one per "
+                             f"worker, then {timed} of {batches}): lower --batches or use more images")
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         return images / (time.perf_counter() - start)
