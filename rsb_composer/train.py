@@ -44,7 +44,7 @@ from callbacks.perf import PerfMonitor  # noqa: E402
 from callbacks.preemption import Preemption  # noqa: E402
 from callbacks.sampler_resume import SamplerResume  # noqa: E402
 from callbacks.top_k import TopKCheckpoints  # noqa: E402
-from rsb_composer import composer_fixes  # noqa: E402
+from rsb_composer import composer_fixes, determinism  # noqa: E402
 from rsb_composer.algorithms import NETWORK_ALGORITHMS, build_algorithms, channels_last_on  # noqa: E402
 from rsb_composer.checkpoints.resume import (  # noqa: E402
     check_resume_classes,
@@ -86,6 +86,8 @@ def build_trainer(config: Config) -> Trainer:
     checkpoint in ``run_dir/checkpoints`` the trainer resumes from it, reading it as data only unless
     ``checkpoints.trust``.
     """
+    if config.deterministic:
+        determinism.configure()
     launch = prepare_launch()
     device = resolve_device()
     data, geometry = resolve_batching(config.data, launch.world_size)
@@ -116,6 +118,8 @@ def build_trainer(config: Config) -> Trainer:
     config.model.num_classes = num_classes
 
     model = build_model(config.model, num_classes, config.loss)
+    if config.deterministic:
+        determinism.make_deterministic(model.module)
     if config.model.init_from and has_own_checkpoint(run):
         log.warning("model.init_from=%s ignored: this run resumes from its own checkpoint in %s (autoresume wins)",
                     config.model.init_from, run.checkpoints)
@@ -165,6 +169,7 @@ def build_trainer(config: Config) -> Trainer:
         device=device,
         precision=resolve_precision(config.precision, device),
         seed=config.seed,
+        deterministic_mode=config.deterministic,
         dist_timeout=config.dist_timeout,
         compile_config={} if config.model.compile else None,
         **save_arguments(config.checkpoints, run),

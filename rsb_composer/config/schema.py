@@ -156,6 +156,7 @@ class Config:
     eval_interval: str = "1ep"
     progress_bar: bool = True
     dist_timeout: float = 300.0  # seconds the ranks wait for each other at start and in collectives (Composer's)
+    deterministic: bool = False  # bit-exact reruns and resumes on a GPU too, slower (rsb_composer/determinism.py)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
