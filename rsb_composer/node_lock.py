@@ -1,16 +1,28 @@
-"""A lock shared by every process of this machine, other jobs included: an ``flock`` on a file.
+"""The project's one file lock, for every process that shares a folder: the run folder's checkpoints (every rank of
+every node), the index cache under ``~/.cache`` (often NFS), the toy set and /dev/shm.
 
-The kernel releases an ``flock`` when its holder exits, however it exits, so a killed run never leaves the lock
-held. The file is opened read-only (enough for ``flock``) and created only when missing, so a lock file another
-user created still works where ``fs.protected_regular`` forbids opening it with ``O_CREAT``.
+It is an ``flock`` on a file where the filesystem has one: the kernel releases it when its holder exits, however it
+exits, so a killed run never leaves it held. The file is opened read-only (enough for ``flock``) and created only
+when missing, so a lock file another user created still works where ``fs.protected_regular`` forbids opening it
+with ``O_CREAT``.
+
+Lustre mounted without ``flock`` and some NFS setups answer ``flock`` with ENOSYS, EOPNOTSUPP or ENOLCK. There the
+lock falls back to a lock file created with ``O_EXCL`` (atomic on NFS v3 and later and on Lustre) beside it,
+``NAME.owner``, naming the holder's host, process id and SLURM job, removed when the holder is done. The stale-lock
+rule: such a file is taken over, with a warning naming its owner, when the owner ran on this host and is no longer
+running, or when it is older than :data:`STALE_AFTER_S` (an owner on another host cannot be asked; nothing here
+holds a lock that long). Never two holders at once: a takeover renames the stale file (only one of several
+contenders' renames succeeds) before it creates its own with ``O_EXCL``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -19,6 +31,9 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.05
+STALE_AFTER_S = 3600.0
+# flock's answers on filesystems that do not support it (Lustre without -o flock, some NFS mounts)
+NO_FLOCK = (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK, errno.EINVAL)
 
 
 def node_wide_dir() -> Path:
@@ -51,19 +66,85 @@ def node_lock(path: Path, timeout: float | None = None) -> Iterator[bool]:
         log.warning("no lock %s (%s); going on without it", path, error)
         yield False
         return
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if deadline is not None else 0))
-                held = True
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    log.warning("waited %.0f s for the lock %s; going on without it", timeout, path)
-                    held = False
-                    break
-                time.sleep(POLL_SECONDS)
+        held = _flock(fd, path, deadline, timeout)
+    except OSError as error:
+        os.close(fd)
+        if error.errno not in NO_FLOCK:
+            raise
+        log.debug("%s: flock unsupported here (%s); an O_EXCL lock file instead", path, error)
+        with _owner_file_lock(path.with_name(path.name + ".owner"), deadline, timeout) as held:
+            yield held
+        return
+    try:
         yield held
     finally:
         os.close(fd)  # releases the flock
+
+
+def _flock(fd: int, path: Path, deadline: float | None, timeout: float | None) -> bool:
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if deadline is not None else 0))
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                log.warning("waited %.0f s for the lock %s; going on without it", timeout, path)
+                return False
+            time.sleep(POLL_SECONDS)
+
+
+def _identity() -> str:
+    return f"{socket.gethostname()} {os.getpid()} {os.environ.get('SLURM_JOB_ID', '-')} {time.time():.0f}"
+
+
+def _stale(owner: Path) -> str | None:
+    """Why ``owner``'s holder can be taken over (see the module's rule), or None while it may still hold it."""
+    try:
+        text = owner.read_text()
+        age = time.time() - owner.stat().st_mtime
+    except OSError:
+        return None  # gone already, or being written: look again
+    host, pid, job = ([*text.split(), "?", "0", "-"])[:3]
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return f"its owner (pid {pid}, job {job}) is no longer running on this host"
+        except PermissionError:
+            pass  # running, as another user
+    if age > STALE_AFTER_S:
+        return f"it is {age / 60:.0f} minutes old (owner {host} pid {pid}, job {job})"
+    return None
+
+
+@contextlib.contextmanager
+def _owner_file_lock(owner: Path, deadline: float | None, timeout: float | None) -> Iterator[bool]:
+    while True:
+        try:
+            fd = os.open(owner, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            break
+        except FileExistsError:
+            why = _stale(owner)
+            if why is not None:
+                taken = owner.with_name(f"{owner.name}.stale.{os.getpid()}")
+                with contextlib.suppress(FileNotFoundError):  # another contender took it over first
+                    os.rename(owner, taken)
+                    log.warning("lock %s taken over: %s", owner, why)
+                    taken.unlink(missing_ok=True)
+                continue
+            if deadline is not None and time.monotonic() >= deadline:
+                log.warning("waited %.0f s for the lock %s (held by %s); going on without it", timeout, owner,
+                            owner.read_text().strip() if owner.exists() else "?")
+                yield False
+                return
+            time.sleep(POLL_SECONDS)
+    try:
+        os.write(fd, _identity().encode())
+    finally:
+        os.close(fd)
+    try:
+        yield True
+    finally:
+        owner.unlink(missing_ok=True)

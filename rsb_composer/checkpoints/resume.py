@@ -16,7 +16,6 @@ batch, and in the middle of an epoch the number of devices): :func:`reconcile_re
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import logging
 import os
 import warnings
@@ -29,6 +28,7 @@ from composer.utils import dist
 
 from rsb_composer.algorithms import REGISTRY, canonical_arguments, fixed_by_checkpoint
 from rsb_composer.config import Config, ConfigError
+from rsb_composer.node_lock import node_lock
 from rsb_composer.run_folder import CHECKPOINT, LATEST, RunFolder
 
 if TYPE_CHECKING:
@@ -66,8 +66,7 @@ def repair_latest(folder: Path) -> Path | None:
     if not folder.is_dir():
         return None
     folder = folder.resolve()  # symlink targets resolve to absolute paths; compare like with like
-    with open(folder / ".resume.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with node_lock(folder / ".resume.lock"):  # flock, or a lock file where the filesystem has no flock
         latest = folder / LATEST
         current = latest.resolve() if latest.is_symlink() else None
         for candidate in checkpoints_newest_first(folder):

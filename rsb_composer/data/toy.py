@@ -10,21 +10,19 @@ exercises exactly the ImageFolder path that ImageNet uses.
 from __future__ import annotations
 
 import colorsys
-import contextlib
-import fcntl
 import json
 import logging
 import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from rsb_composer.config import ConfigError, ToyConfig, check, check_choice
+from rsb_composer.node_lock import node_lock
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +92,7 @@ def ensure_toy_dataset(cfg: ToyConfig, path: str | None = None) -> Path:
     if _is_complete(root, cfg):
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(root.parent / f".{root.name}.lock"):
+    with node_lock(root.parent / f".{root.name}.lock"):
         if _is_complete(root, cfg):
             return root
         if root.exists() and any(root.iterdir()):
@@ -121,16 +119,6 @@ def _is_complete(root: Path, cfg: ToyConfig) -> bool:
         return json.loads((root / MARKER).read_text()) == _spec(cfg)
     except (OSError, ValueError):
         return False
-
-
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    with open(lock_path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _generate(cfg: ToyConfig, root: Path) -> None:
