@@ -56,10 +56,18 @@ class TopKCheckpoints(Callback):
             return
         acc1 = float(metrics["acc1"].compute())
         epoch = int(state.timestamp.epoch)
-        kept = [item for item in kept_checkpoints(self.folder) if item[1] != epoch]
-        if len(kept) >= self.k and round(acc1, 4) <= kept[self.k - 1][0]:
+        # Saving is collective, so every rank must make the same choice. Rank 0 makes it from its listing of the
+        # folder and tells the others: nodes may list the folder differently (a run folder per node, NFS attribute
+        # caching, a file rank 0 deleted a moment ago), and a rank that entered the save alone would hang.
+        decision: list[str | None] = [None]
+        if dist.get_global_rank() == 0:
+            kept = [item for item in kept_checkpoints(self.folder) if item[1] != epoch]
+            if len(kept) < self.k or round(acc1, 4) > kept[self.k - 1][0]:
+                decision[0] = top_k_name(epoch, acc1)
+        dist.broadcast_object_list(decision, src=0)
+        if decision[0] is None:
             return
-        path = self.folder / top_k_name(epoch, acc1)
+        path = self.folder / decision[0]
         save_checkpoint(state, str(path))  # every rank takes part; rank 0 writes
         if dist.get_global_rank() != 0:
             return

@@ -60,7 +60,7 @@ from rsb_composer.checkpoints.warm_start import warm_start  # noqa: E402
 from rsb_composer.config import Config, ConfigError  # noqa: E402
 from rsb_composer.data import build_eval_loader, build_loaders  # noqa: E402
 from rsb_composer.data.batching import AUTO, BatchGeometry, resolve_batching  # noqa: E402
-from rsb_composer.devices import resolve_device, resolve_precision, visible_gpus  # noqa: E402
+from rsb_composer.devices import cpu_report, resolve_device, resolve_precision, visible_gpus  # noqa: E402
 from rsb_composer.launch import check_devices, init_distributed  # noqa: E402
 from rsb_composer.launch import prepare as prepare_launch  # noqa: E402
 from rsb_composer.loggers import Start, build_loggers, startup_lines  # noqa: E402
@@ -101,6 +101,10 @@ def build_trainer(config: Config) -> Trainer:
     run.create()
     setup_logging(run)
     log.info("%s", launch.summary())  # the console shows rank 0's; each rank's log file has its own
+    cpus, too_few = cpu_report(config.data.num_workers)
+    log.info("%s", cpus)
+    if too_few:
+        log.warning("%s", too_few)
     previous = resumed_run_settings(run)
     if previous is not None:
         reconcile_resume(config, previous)

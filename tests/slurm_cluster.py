@@ -4,8 +4,9 @@ Debian's ``slurm-wlm`` and ``munge`` packages provide the daemons (``.ci/run`` i
 cluster writes (configuration, state, spool, logs, munge's key and socket) lives in one fresh folder under /tmp,
 and the daemons run in the foreground as children of the test process, so stopping them is killing known pids.
 What made SLURM work on these machines (DESIGN.md, "Facts measured"): munged as user munge with its socket in a
-folder that user owns and others can traverse, ``ProctrackType=proctrack/linuxproc`` and ``TaskPlugin=task/none``
-(no cgroups in a container), and a slurm.conf naming this host.
+folder that user owns and others can traverse, ``ProctrackType=proctrack/linuxproc`` (no cgroups in a container),
+and a slurm.conf naming this host. ``TaskPlugin=task/affinity`` binds each task to its CPUs as real clusters do
+(``task/none`` leaves tasks unbound); the node then declares the CPUs the machine has, which the binding uses.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ SlurmdPidFile={root}/slurmd.pid
 SlurmctldLogFile={root}/slurmctld.log
 SlurmdLogFile={root}/slurmd.log
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+TaskPlugin={task_plugin}
 MpiDefault=none
 SchedulerType=sched/builtin
 SelectType=select/cons_tres
@@ -77,12 +78,15 @@ def missing() -> str | None:
 
 
 class SlurmCluster:
-    """One node, this host, ``cpus`` CPUs (SLURM's count, not checked against the hardware)."""
+    """One node, this host: with ``task/affinity`` (the default) the CPUs this process may use, each task bound to
+    its own; with ``task/none``, ``cpus`` CPUs (SLURM's count, not checked against the hardware)."""
 
-    def __init__(self, cpus: int = 4):
+    def __init__(self, cpus: int = 4, task_plugin: str = "task/affinity"):
         self.host = socket.gethostname().split(".")[0]
         self.root = Path(tempfile.mkdtemp(prefix="rsb-slurm-"))
-        self.cpus = cpus
+        self.task_plugin = task_plugin
+        # Bound tasks need CPUs that exist; unbound ones may be given more than the machine has.
+        self.cpus = len(os.sched_getaffinity(0)) if task_plugin == "task/affinity" else cpus
         self.conf = self.root / "slurm.conf"
         self.daemons: list[subprocess.Popen] = []
 
@@ -108,7 +112,8 @@ class SlurmCluster:
         for sub in ("state", "spool"):
             (self.root / sub).mkdir()
         self.conf.write_text(SLURM_CONF.format(host=self.host, root=self.root, munge_socket=socket_path,
-                                               ctld_port=free_port(), slurmd_port=free_port(), cpus=self.cpus))
+                                               ctld_port=free_port(), slurmd_port=free_port(), cpus=self.cpus,
+                                               task_plugin=self.task_plugin))
         self._spawn(["slurmctld", "-D", "-i", "-f", str(self.conf)])
         self._spawn(["slurmd", "-D", "-f", str(self.conf)])
         self._wait(self._node_ready, timeout, "the node did not become idle")

@@ -114,3 +114,31 @@ def test_a_batch_script_that_runs_the_trainer_without_srun_is_told_in_one_line(s
 def test_host_lists_expand_as_scontrol_does(slurm):
     hostlist = "gpu-[01-04,07],login1,rack[1-2]-n[08-10]"
     assert expand_hostlist(hostlist) == slurm.run("scontrol", "show", "hostnames", hostlist).split()
+
+
+@pytest.mark.slow
+def test_the_sbatch_script_gives_each_task_the_cpus_the_job_asked_for(slurm, write_recipe, tmp_path, subprocess_env):
+    """SLURM 22.05 to 23.02's srun does not take sbatch's --cpus-per-task (it reads SRUN_CPUS_PER_TASK, not
+    SLURM_CPUS_PER_TASK): with task/affinity each task, its data workers included, was then bound to one CPU. This
+    cluster's SLURM (Debian's 22.05.8) happens to pass it on anyway, so the test checks what the srun step received
+    (a `python` first on PATH notes the step's environment, then runs the real one) as well as the binding the
+    training process reports (its affinity mask, under task/affinity as on real clusters)."""
+    assert slurm.task_plugin == "task/affinity" and slurm.cpus >= 2, "needs a bound cluster of 2 or more CPUs"
+    probe, bin_dir = tmp_path / "step.env", tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text(f'#!/bin/bash\necho "SRUN_CPUS_PER_TASK=${{SRUN_CPUS_PER_TASK:-unset}}" >> '
+                                     f'{probe}\nexec {sys.executable} "$@"\n')
+    (bin_dir / "python").chmod(0o755)
+    env = _env(slurm, subprocess_env)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    output, asked = tmp_path / "slurm.out", slurm.cpus
+    result = subprocess.run(["sbatch", "--wait", "--nodes=1", "--ntasks-per-node=1", "--gpus-per-node=0",
+                             f"--cpus-per-task={asked}", "--time=20", f"--output={output}", str(SBATCH_SCRIPT),
+                             str(write_recipe()), f"run_dir={tmp_path / 'run'}", "max_duration=1ba",
+                             "data.num_workers=1"],
+                            env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    log = output.read_text()
+    assert result.returncode == 0, result.stderr + log[-4000:]
+    assert probe.read_text().split() == [f"SRUN_CPUS_PER_TASK={asked}"]  # srun was given the job's CPUs per task
+    assert f"CPUs: {asked} usable by this process (its affinity mask) for it and data.num_workers=1" in log, log[-3000:]
+    assert "share them" not in log

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from rsb_composer.config import ToyConfig
+from rsb_composer.devices import usable_cpus
 
 REPO = Path(__file__).resolve().parents[2]
 A2 = str(REPO / "yamls" / "a2.yaml")
@@ -52,20 +53,12 @@ def tiny_toy(processes: int) -> str:
     return f"{{num_classes: 4, train_per_class: {per_class}, val_per_class: 8, image_size: 40}}"
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (a SLURM job's or a container's CPU set), not all the machine has."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def _machine(gpus: int) -> dict[str, Any]:
     import composer
     import torch
 
     names = [torch.cuda.get_device_name(i) for i in range(gpus)]
-    return {"gpus": gpus, "gpu_names": names, "cpu_cores": usable_cores(), "torch": torch.__version__,
+    return {"gpus": gpus, "gpu_names": names, "cpu_cores": usable_cpus(), "torch": torch.__version__,
             "composer": composer.__version__, "python": sys.version.split()[0]}
 
 
@@ -224,7 +217,7 @@ def _bench_train(check: Check, root: Path) -> None:
 
 def _bench_data(check: Check, root: Path) -> None:
     batch, batches = (8, 1) if check.dry else (256, 20) if check.gpus else (64, 8)
-    workers = 1 if check.dry else max(usable_cores() - 1, 1)
+    workers = 1 if check.dry else max(usable_cpus() - 1, 1)
     start = time.monotonic()
     folder = root / ("data_dry_run" if check.dry else "data")
     # bench-data's clock starts once every worker has delivered a batch (one batch per worker first)
