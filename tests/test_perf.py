@@ -85,12 +85,14 @@ def test_gpu_memory_is_the_epochs_peak_in_gib(monkeypatch):
     monitor = PerfMonitor(num_workers=8)
     monitor.gpu = torch.device("cuda", 0)
     timestamp = SimpleNamespace(sample=0, epoch=1)
-    state = SimpleNamespace(timestamp=timestamp)
+    state = SimpleNamespace(timestamp=timestamp, device_train_microbatch_size=8)
     monitor.epoch_start(state, None)
     assert reset == [torch.device("cuda", 0)]  # the peak counts from the epoch's start
     monitor.before_dataloader(state, None)
     monitor.after_dataloader(state, None)
+    monitor.batch_start(state, None)
     monitor.batch_end(state, None)
+    assert reset == [torch.device("cuda", 0)]  # no out-of-memory retry: no reset at the step's end
     timestamp.sample = 64
     logged = []
     monitor.epoch_end(state, SimpleNamespace(log_metrics=logged.append))

@@ -23,6 +23,7 @@ from composer.loggers import Logger
 from rsb_composer.algorithms import IMAGE_FILE_ALGORITHMS, channels_last_on
 from rsb_composer.config import Config, ConfigError, DataConfig, SyntheticConfig
 from rsb_composer.data.batching import resolve_batching
+from rsb_composer.determinism import make_deterministic
 from rsb_composer.devices import resolve_device, resolve_precision
 from rsb_composer.losses import build_loss
 from rsb_composer.model import build_model, prepare_compile
@@ -56,6 +57,8 @@ class PlainLoop:
         self.device = torch.device("cuda" if device_kind == "gpu" else "cpu")
         num_classes = config.model.num_classes or 1000
         model = build_model(config.model, num_classes, config.loss).module.to(self.device)
+        if config.deterministic:
+            make_deterministic(model)  # as the trainer's (torch's deterministic mode is global)
         channels_last = channels_last_on(config.algorithms)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)

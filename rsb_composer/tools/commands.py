@@ -185,7 +185,8 @@ def add_benchmark_commands(sub: argparse._SubParsersAction,
     p.add_argument("--budget-s", type=float, default=480,
                    help="seconds for all rows (default 480); a row that would run past it is skipped")
     p.add_argument("--rows", default=None, help="only these rows, comma-separated (default all): bench_train_eager, "
-                                                "bench_data, toy_resume, syncs, bench_train_compiled")
+                                                "bench_data, toy_resume, syncs, bench_train_deterministic, "
+                                                "bench_train_compiled")
     p.set_defaults(func=_gpu_check)
 
     p = with_config("bench-train", "images/s of the real trainer vs a plain PyTorch loop, on synthetic data")

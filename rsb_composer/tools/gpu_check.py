@@ -11,7 +11,9 @@ of time is reported as such and the others still run), and the files are rewritt
 - ``toy_resume``: ``composer -n <GPUs>`` of the quickstart on a tiny toy set in amp_fp16, stopped mid-epoch and run
   again: the loss is finite, checkpoints were written, and the second launch resumed mid-epoch;
 - ``syncs``: ``rsb-composer bench-syncs`` of a2: tensor reads between the forward and the end of the backward pass,
-  and the synchronisations ``torch.cuda.set_sync_debug_mode("warn")`` reports per step.
+  and the synchronisations ``torch.cuda.set_sync_debug_mode("warn")`` reports per step;
+- ``bench_train_deterministic``: bench-train of a2 with ``deterministic=true``: its cost against the eager row, and
+  that a ResNet trains under torch's deterministic mode on CUDA.
 
 Before any timing, every row runs once at its smallest size (its dry run, under ``dry_runs`` in the JSON): a
 missing prerequisite (a package, the launcher, the compiler torch.compile needs) shows in seconds, not after the
@@ -239,6 +241,17 @@ def _syncs(check: Check, root: Path) -> None:
         check.report["skipped"].append("syncs: CUDA synchronisation counts (no GPU; tensor reads counted instead)")
 
 
+def _deterministic(check: Check, root: Path) -> None:
+    """What ``deterministic: true`` costs (against bench_train_eager) and that a ResNet trains under it on CUDA."""
+    if not check.gpus:
+        if not check.dry:
+            check.skip("bench_train_deterministic", "no GPU (the CPU's kernels are deterministic anyway)")
+        return
+    steps = ["--steps", "1", "--warmup", "1"] if check.dry else ["--steps", "30", "--warmup", "3"]
+    check.cli("bench_train_deterministic", ["bench-train", A2, "data.global_batch_size=256", "deterministic=true",
+                                            *steps, "--repeats", "1", "--json"], 150)
+
+
 def _compiled(check: Check, root: Path) -> None:
     if not check.gpus:
         if not check.dry:
@@ -255,7 +268,7 @@ def _compiled(check: Check, root: Path) -> None:
 
 # In this order: the compiled run last, as it takes longest and may not fit what is left of the budget.
 ROWS = {"bench_train_eager": _bench_train, "bench_data": _bench_data, "toy_resume": toy_resume, "syncs": _syncs,
-        "bench_train_compiled": _compiled}
+        "bench_train_deterministic": _deterministic, "bench_train_compiled": _compiled}
 
 
 def gpu_check(out: Path, budget_s: float = 480, rows: list[str] | None = None) -> dict[str, Any]:
