@@ -8,7 +8,8 @@ AFTER_FORWARD once per microbatch with ``state.batch`` set to it; the loss Compo
 the mean over the microbatches. With ``data.microbatch_size: auto`` a step whose microbatch ran out of memory (on
 this rank or another) is run again from its first microbatch, and AFTER_FORWARD fires on every attempt: the counts
 of a step are kept apart from BEFORE_TRAIN_BATCH (the start of each attempt) and added to the epoch's at
-BATCH_END (after the attempt that succeeded), so every image is counted once.
+BATCH_END (after the attempt that succeeded), so every image is counted once. SAM runs a step's forward pass twice
+(BEFORE_TRAIN_BATCH fires for each): the second, at the perturbed weights, is the one counted.
 
 The epoch's running counts are part of the checkpoint (state_dict), so an epoch resumed mid-way still reports
 figures over all of its batches.

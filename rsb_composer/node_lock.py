@@ -8,11 +8,13 @@ with ``O_CREAT``.
 
 Lustre mounted without ``flock`` and some NFS setups answer ``flock`` with ENOSYS, EOPNOTSUPP or ENOLCK. There the
 lock falls back to a lock file created with ``O_EXCL`` (atomic on NFS v3 and later and on Lustre) beside it,
-``NAME.owner``, naming the holder's host, process id and SLURM job, removed when the holder is done. The stale-lock
-rule: such a file is taken over, with a warning naming its owner, when the owner ran on this host and is no longer
-running, or when it is older than :data:`STALE_AFTER_S` (an owner on another host cannot be asked; nothing here
-holds a lock that long). Never two holders at once: a takeover renames the stale file (only one of several
-contenders' renames succeeds) before it creates its own with ``O_EXCL``.
+``NAME.owner``, naming the holder's host, process id, SLURM job and restart count, removed when the holder is done.
+The stale-lock rule: such a file is taken over, with a warning naming its owner, when the owner ran on this host
+and is no longer running, when it belongs to an earlier start of this same SLURM job (a requeued job's previous
+allocation is gone), or when it is older than :data:`STALE_AFTER_S` (an owner on another host cannot be asked;
+nothing here holds a lock that long). Never two holders at once: a takeover happens under a second ``O_EXCL`` file,
+``NAME.owner.takeover``, and judges the owner file again inside it, so a contender that judged it stale a moment
+before another replaced it removes nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.05
 STALE_AFTER_S = 3600.0
+TAKEOVER_STALE_S = 60.0  # a takeover file is held for a moment; one this old was left by a crash
 # flock's answers on filesystems that do not support it (Lustre without -o flock, some NFS mounts)
 NO_FLOCK = (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK, errno.EINVAL)
 
@@ -95,8 +98,14 @@ def _flock(fd: int, path: Path, deadline: float | None, timeout: float | None) -
             time.sleep(POLL_SECONDS)
 
 
+def _job() -> tuple[str, int]:
+    restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
+    return os.environ.get("SLURM_JOB_ID", "-"), int(restarts) if restarts.isdigit() else 0
+
+
 def _identity() -> str:
-    return f"{socket.gethostname()} {os.getpid()} {os.environ.get('SLURM_JOB_ID', '-')} {time.time():.0f}"
+    job, restarts = _job()
+    return f"{socket.gethostname()} {os.getpid()} {job} {restarts} {time.time():.0f}"
 
 
 def _stale(owner: Path) -> str | None:
@@ -106,7 +115,10 @@ def _stale(owner: Path) -> str | None:
         age = time.time() - owner.stat().st_mtime
     except OSError:
         return None  # gone already, or being written: look again
-    host, pid, job = ([*text.split(), "?", "0", "-"])[:3]
+    host, pid, job, restarts = ([*text.split(), "?", "0", "-", "0"])[:4]
+    this_job, this_restarts = _job()
+    if job != "-" and job == this_job and restarts.isdigit() and int(restarts) < this_restarts:
+        return f"it was left by start {restarts} of this job ({job}), which SLURM has requeued since"
     if host == socket.gethostname() and pid.isdigit():
         try:
             os.kill(int(pid), 0)
@@ -119,26 +131,53 @@ def _stale(owner: Path) -> str | None:
     return None
 
 
+def _holder(owner: Path) -> str:
+    try:
+        return owner.read_text().strip() or "?"
+    except OSError:
+        return "?"
+
+
+def _take_over_if_stale(owner: Path) -> None:
+    """Remove ``owner`` if it is stale, judged again under the takeover file so that no two contenders remove (and
+    then create) owner files one after the other."""
+    guard = owner.with_name(owner.name + ".takeover")
+    try:
+        fd = os.open(guard, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        with contextlib.suppress(OSError):
+            if time.time() - guard.stat().st_mtime > TAKEOVER_STALE_S:
+                guard.unlink()  # left by a contender that crashed mid-takeover
+        return
+    os.close(fd)
+    try:
+        why = _stale(owner)
+        if why is not None:
+            owner.unlink(missing_ok=True)
+            log.warning("lock %s taken over: %s", owner, why)
+    finally:
+        guard.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def _owner_file_lock(owner: Path, deadline: float | None, timeout: float | None) -> Iterator[bool]:
+    said = False
     while True:
         try:
             fd = os.open(owner, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             break
         except FileExistsError:
-            why = _stale(owner)
-            if why is not None:
-                taken = owner.with_name(f"{owner.name}.stale.{os.getpid()}")
-                with contextlib.suppress(FileNotFoundError):  # another contender took it over first
-                    os.rename(owner, taken)
-                    log.warning("lock %s taken over: %s", owner, why)
-                    taken.unlink(missing_ok=True)
+            if _stale(owner) is not None:
+                _take_over_if_stale(owner)
                 continue
             if deadline is not None and time.monotonic() >= deadline:
                 log.warning("waited %.0f s for the lock %s (held by %s); going on without it", timeout, owner,
-                            owner.read_text().strip() if owner.exists() else "?")
+                            _holder(owner))
                 yield False
                 return
+            if not said:
+                log.info("waiting for the lock %s, held by %s (host pid job restart time)", owner, _holder(owner))
+                said = True
             time.sleep(POLL_SECONDS)
     try:
         os.write(fd, _identity().encode())

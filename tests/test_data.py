@@ -117,12 +117,14 @@ def test_workers_leave_the_objects_they_inherit_out_of_garbage_collection(toy_di
 @pytest.mark.parametrize("workers,timed", [(0, 3), (4, 3), (6, 2)])
 def test_bench_datas_clock_starts_once_every_worker_delivered(workers, timed):
     """bench-data's rate is the steady one: the clock starts after one batch per worker (at least 2), so the
-    batches that workers 3 to W prepared before it started are not counted as if they came for free."""
+    batches that workers 3 to W prepared before it started are not counted as if they came for free, and it stops
+    after whole rounds of the workers (their batches arrive in rounds)."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    from rsb_composer.data.throughput import measure_loader, warmup_batches
+    from rsb_composer.data.throughput import measure_loader, timed_batches, warmup_batches
 
-    needed = max(2, workers) + timed
+    assert timed_batches(workers, timed) == {0: 3, 4: 4, 6: 6}[workers]
+    needed = max(2, workers) + timed_batches(workers, timed)
     loader = DataLoader(TensorDataset(torch.zeros(needed, 1)), batch_size=1, num_workers=workers)
     assert warmup_batches(loader) == max(2, workers)
     assert measure_loader(loader, timed) > 0

@@ -102,3 +102,56 @@ def test_a_stale_owner_is_taken_over_by_the_stated_rule(no_flock, tmp_path, capl
     os.utime(owner, (old, old))  # ... and once it is older than the rule's limit, it is taken over
     with locks.node_lock(lock, timeout=5) as held:
         assert held is True
+
+
+CONTENDER = """
+import errno, os, sys, time
+from pathlib import Path
+from rsb_composer import node_lock as locks
+def refuse(fd, operation):
+    raise OSError(errno.ENOSYS, "Function not implemented")
+locks.fcntl.flock = refuse
+judge = locks._stale
+def slow_judge(owner):  # a slow shared filesystem: time passes between reading the owner file and acting on it
+    why = judge(owner)
+    time.sleep(0.05)
+    return why
+locks._stale = slow_judge
+lock, journal, go = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+while not go.exists():
+    time.sleep(0.005)
+with locks.node_lock(lock, timeout=60) as held:
+    assert held
+    with open(journal, "a") as out:
+        out.write(f"in {os.getpid()}\\n")
+    time.sleep(0.1)
+    with open(journal, "a") as out:
+        out.write(f"out {os.getpid()}\\n")
+"""
+
+
+def test_contenders_facing_one_stale_owner_hold_the_lock_one_at_a_time(tmp_path):
+    """Every rank of a restarted job meets the dead run's owner file at once: one takes it over, and the rest
+    queue behind it (a takeover judged on a stale reading must not remove the owner file that replaced it)."""
+    lock, journal, go = tmp_path / "resume.lock", tmp_path / "journal", tmp_path / "go"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock.with_name("resume.lock.owner").write_text(f"{socket.gethostname()} {dead.pid} - 0 0")
+    contenders = [subprocess.Popen([sys.executable, "-c", CONTENDER, str(lock), str(journal), str(go)], cwd=REPO)
+                  for _ in range(4)]
+    go.touch()
+    assert [c.wait(timeout=120) for c in contenders] == [0, 0, 0, 0]
+    lines = journal.read_text().split("\n")[:-1]
+    assert len(lines) == 8
+    for enter, leave in zip(lines[::2], lines[1::2], strict=True):  # strictly alternating: never two inside
+        assert enter.startswith("in ") and leave == "out " + enter[3:]
+
+
+def test_an_owner_from_an_earlier_start_of_this_slurm_job_is_stale(no_flock, tmp_path, monkeypatch, caplog):
+    lock = tmp_path / "resume.lock"
+    lock.with_name("resume.lock.owner").write_text(f"gpu-07 4321 777 0 {time.time():.0f}")  # recent, other host
+    monkeypatch.setenv("SLURM_JOB_ID", "777")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # this job was requeued once since
+    with caplog.at_level(logging.WARNING), locks.node_lock(lock, timeout=5) as held:
+        assert held
+    assert "left by start 0 of this job (777)" in caplog.text

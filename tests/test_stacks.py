@@ -41,7 +41,7 @@ def test_a_known_bad_combination_is_named_with_its_fix(capsys):
     assert len(lines) == 2
     assert "torchvision 0.22.0 is built for torch 2.7, not torch 2.14.1" in lines[0]
     assert lines[0].endswith("pip install torchvision==0.29.*")
-    assert "wandb 0.31.0" in lines[1] and "pip install 'wandb>=0.13.2,<0.19'" in lines[1]
+    assert "wandb 0.31.0" in lines[1] and "pip install 'wandb>=0.16,<0.19'" in lines[1]
 
 
 @pytest.mark.parametrize("change,expected", [
@@ -50,10 +50,35 @@ def test_a_known_bad_combination_is_named_with_its_fix(capsys):
     ({"mosaicml": "0.31.0"}, "Composer 0.31.0: the project is tested with 0.32.1 only"),
     ({"tabulate": "0.8.10"}, "Composer 0.32.1 needs tabulate==0.9.0 (installed 0.8.10)"),
     ({"torchmetrics": "1.2.0"}, "torchmetrics 1.2.0 is older than 1.4"),
+    ({"tabulate": None}, "Composer 0.32.1 needs tabulate==0.9.0: "),  # not installed: import composer would fail
 ])
 def test_each_unsupported_component_is_one_problem(change, expected):
     found = problems(stack(**change))
     assert len(found) == 1 and found[0].startswith(expected)
+
+
+PROJECT_REQUIRES = ["timm<1.1,>=1.0.15", "opencv-python-headless<6,>=4.8", "wandb<0.19,>=0.16"]
+
+
+def test_the_projects_own_pins_count_though_the_no_deps_installs_do_not_enforce_them():
+    s = stack(timm="1.0.31", **{"opencv-python-headless": "5.1.0.95"})
+    s.project_requires = PROJECT_REQUIRES
+    assert problems(s) == []
+    s.versions["timm"] = "1.1.2"
+    assert problems(s) == ["rsb-composer needs timm<1.1,>=1.0.15 (installed 1.1.2): pip install -r "
+                           "requirements/keep-torch.txt"]
+    # A GPU image's OpenCV may be the non-headless build; a tracker's package may be absent until a recipe uses it.
+    s.versions.update({"timm": "1.0.31", "opencv-python-headless": None, "opencv-python": "4.12.0.88", "wandb": None})
+    assert problems(s) == []
+
+
+def test_a_torch_that_does_not_import_and_a_vendors_build():
+    broken = stack()
+    broken.import_error = "OSError: libcudnn.so.9: cannot open shared object file"
+    assert problems(broken) == ["torch 2.14.1 is installed but does not import (OSError: libcudnn.so.9: cannot open "
+                                "shared object file): reinstall torch and torchvision together"]
+    # NGC containers pair their own torchvision with a pre-release torch: no advice to replace it from pip.
+    assert problems(stack(torch="2.9.0a0+50eac811a6.nv25.09", torchvision="0.24.0a0+98f8b375")) == []
 
 
 def test_a_newer_torch_or_python_outside_the_range():

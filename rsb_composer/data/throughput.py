@@ -37,12 +37,21 @@ def warmup_batches(loader: DataLoader, warmup: int = 2) -> int:
     return max(warmup, loader.num_workers)
 
 
+def timed_batches(num_workers: int, batches: int) -> int:
+    """``batches`` rounded up to whole rounds of the workers: the workers started together, so their batches come
+    in rounds, and a clock stopped part-way into a round reads a rate too low (or, started part-way, too high)."""
+    rounds = max(num_workers, 1)
+    return -(-batches // rounds) * rounds
+
+
 def measure_loader(loader: DataLoader, batches: int, batch_transform: Callable[[Any], Any] | None = None,
                    warmup: int = 2) -> float:
     """Images per second the loader delivers once every worker has delivered its first batch (at least
-    ``warmup`` batches, :func:`warmup_batches`), with the trainer's ``batch_transform`` (the fast pipeline's
-    normalisation) applied to each batch, as in training."""
+    ``warmup`` batches, :func:`warmup_batches`), over at least ``batches`` batches in whole rounds of the workers
+    (:func:`timed_batches`), with the trainer's ``batch_transform`` (the fast pipeline's normalisation) applied to
+    each batch, as in training."""
     warmup = warmup_batches(loader, warmup)
+    batches = timed_batches(loader.num_workers, batches)
     images, timed, start = 0, 0, None
     iterator = iter(loader)
     try:

@@ -135,12 +135,14 @@ class PairedTimer(Callback):
         # A step in which "auto" microbatching ran out of memory and retried smaller: its peak is the failed
         # attempt's; the peak is read after the first later step that kept the size.
         retried = state.device_train_microbatch_size != self._microbatch_size
+        settled = True  # the trainer's peak is read before the plain loop allocates anything
         if torch.cuda.is_available():
             if retried:
                 torch.cuda.reset_peak_memory_stats()
             elif done >= self.warmup and self.peak_memory_gib is None:
                 self.peak_memory_gib = torch.cuda.max_memory_allocated() / 2**30
-        if done == self.warmup:
+            settled = self.peak_memory_gib is not None
+        if done >= self.warmup and self.plain is None and settled:
             self.plain = PlainLoop(self.config, int(state.device_train_microbatch_size))  # Composer's, "auto" too
         timed = done > 2 * self.warmup
         if timed and self._left is not None:

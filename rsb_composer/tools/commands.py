@@ -182,8 +182,9 @@ def add_benchmark_commands(sub: argparse._SubParsersAction,
 
     p = sub.add_parser("gpu-check", help="measure what needs a GPU (the CPU subset without one) in one call")
     p.add_argument("--out", default="gpu_check", help="folder for gpu_check.json and gpu_check.md (default gpu_check)")
-    p.add_argument("--budget-s", type=float, default=480,
-                   help="seconds for all rows (default 480); a row that would run past it is skipped")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="seconds for all rows, dry runs included (default 480 with a GPU, 900 on the CPU); a row "
+                        "that would run past it is skipped")
     p.add_argument("--rows", default=None, help="only these rows, comma-separated (default all): bench_train_eager, "
                                                 "bench_data, toy_resume, syncs, bench_train_deterministic, "
                                                 "bench_train_compiled")

@@ -1,22 +1,23 @@
 """``rsb-composer doctor``: the software stack and the GPUs, whether the combination is inside the tested range, and
 the known-bad combinations with their fixes.
 
-It reads versions from the installed distributions' metadata (Composer is not imported: the doctor has to work
-where Composer's import is what fails) and asks torch for its CUDA, cuDNN and NCCL and the GPUs. Every rule in
-:data:`RULES` looks at one :class:`Stack` and returns a :class:`Finding` or None; a finding is a ``problem`` (exit
+:mod:`rsb_composer.tools.stack` reads the stack; every rule in :data:`RULES` looks at one
+:class:`~rsb_composer.tools.stack.Stack` and returns a :class:`Finding` or None; a finding is a ``problem`` (exit
 1, one line each) or a ``note`` (said, exit 0). Tests feed the rules a stack of their own.
 """
 
 from __future__ import annotations
 
 import json
-import platform
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from importlib import metadata
+from dataclasses import asdict, dataclass
 
 from packaging.requirements import Requirement
 from packaging.version import InvalidVersion, Version
+
+from rsb_composer.tools.stack import OPENCV_VARIANTS, SHOWN, Gpu, Stack, read_stack
+
+__all__ = ["RULES", "Finding", "Gpu", "Stack", "diagnose", "doctor", "read_stack"]
 
 # The stacks the suite runs on (README.md, "Tested stacks"; .ci/run runs both ends for torch).
 TESTED_PYTHON = ("3.11", "3.13")
@@ -27,25 +28,8 @@ COMPOSER_VERSION = "0.32.1"
 LIFTED_PINS = ("torch", "torchvision", "torchmetrics", "numpy", "pillow", "packaging")
 # torchvision 0.N is built for torch 2.(N - 15): 0.22 for 2.7 ... 0.29 for 2.14.
 TORCHVISION_OFFSET = 15
-SHOWN = ("torch", "torchvision", "torchmetrics", "mosaicml", "timm", "pillow", "numpy", "wandb")
-
-
-@dataclass
-class Gpu:
-    name: str
-    capability: tuple[int, int]
-
-
-@dataclass
-class Stack:
-    python: str
-    versions: dict[str, str | None]  # distribution name (lower case) -> version, None when not installed
-    cuda: str | None = None  # the CUDA torch was built with
-    cudnn: str | None = None
-    nccl: str | None = None
-    gpus: list[Gpu] = field(default_factory=list)
-    arch_list: list[str] = field(default_factory=list)  # torch.cuda.get_arch_list(): sm_90, compute_90, ...
-    composer_requires: list[str] = field(default_factory=list)  # mosaicml's Requires-Dist, extras left out
+# Needed only when a recipe turns them on (loggers.wandb, data.source: streaming): absent is not a problem.
+OPTIONAL_AT_RUNTIME = ("wandb", "mosaicml-streaming", "boto3", "paramiko")
 
 
 @dataclass
@@ -97,6 +81,9 @@ def torchvision_matches_torch(stack: Stack) -> Finding | None:
         return Finding("problem", f"torchvision is not installed: pip install torchvision==0.{torch.minor + 15}.* "
                                   f"(the release built for torch {torch.major}.{torch.minor})")
     expected = torch.minor + TORCHVISION_OFFSET
+    installed = _version(stack.versions.get("torch"))
+    if installed is not None and (installed.is_prerelease or installed.is_devrelease):
+        return None  # a vendor's build (NGC's 2.N.0a0+...nv) pairs its own torchvision: pip's would replace torch
     if torch.major == 2 and vision.minor != expected:
         return Finding("problem", f"torchvision {vision} is built for torch 2.{vision.minor - TORCHVISION_OFFSET}, "
                                   f"not torch {torch} (its operators fail to load, e.g. 'operator torchvision::nms "
@@ -127,23 +114,44 @@ def composer_version(stack: Stack) -> Finding | None:
     return None
 
 
+def _unmet(requires: list[str], versions: dict[str, str | None]) -> tuple[list[str], list[str], list[str]]:
+    """The requirements ``versions`` misses: (lifted pins, other broken ones, not installed at all)."""
+    lifted, broken, missing = [], [], []
+    for text in requires:
+        requirement = Requirement(text)
+        name = requirement.name.lower().replace("_", "-")
+        installed = versions.get(name)
+        if installed is None:
+            missing.append(str(requirement))
+        elif not requirement.specifier.contains(installed, prereleases=True):
+            (lifted if name in LIFTED_PINS else broken).append(f"{requirement} (installed {installed})")
+    return lifted, broken, missing
+
+
 def composer_pins(stack: Stack) -> Finding | None:
     """The pins `pip check` reports after the "Keeping your PyTorch" install: expected for LIFTED_PINS, a problem for
-    any other."""
-    lifted, broken = [], []
-    for text in stack.composer_requires:
-        requirement = Requirement(text)
-        installed = stack.versions.get(requirement.name.lower().replace("_", "-"))
-        if installed is None or requirement.specifier.contains(installed, prereleases=True):
-            continue
-        target = lifted if requirement.name.lower() in LIFTED_PINS else broken
-        target.append(f"{requirement} (installed {installed})")
-    if broken:
-        return Finding("problem", f"Composer {COMPOSER_VERSION} needs {'; '.join(broken)}: pip install -r "
-                                  "requirements/keep-torch.txt")
+    any other, and for a requirement that is not installed at all (``import composer`` would fail)."""
+    lifted, broken, missing = _unmet(stack.composer_requires, stack.versions)
+    if broken or missing:
+        return Finding("problem", f"Composer {COMPOSER_VERSION} needs {'; '.join(broken + missing)}: pip install -r "
+                                  "requirements/keep-torch.txt (or scripts/gpu/install.sh on a machine offline)")
     if lifted:
         return Finding("note", f"Composer {COMPOSER_VERSION} pins {', '.join(lifted)}: lifted on purpose (README, "
                                "\"Keeping your PyTorch\"); `pip check` lists these and nothing else")
+    return None
+
+
+def project_requirements(stack: Stack) -> Finding | None:
+    """The project's own dependencies, which the --no-deps installs do not enforce. Trackers may be absent (a
+    tracker's package is needed only when the recipe turns it on); OpenCV counts in any of its distributions."""
+    versions = dict(stack.versions)
+    for variant in OPENCV_VARIANTS:
+        versions["opencv-python-headless"] = versions.get("opencv-python-headless") or versions.get(variant)
+    _, broken, missing = _unmet(stack.project_requires, versions)
+    missing = [m for m in missing if Requirement(m).name.lower() not in OPTIONAL_AT_RUNTIME]
+    if broken or missing:
+        return Finding("problem", f"rsb-composer needs {'; '.join(broken + missing)}: pip install -r "
+                                  "requirements/keep-torch.txt")
     return None
 
 
@@ -152,7 +160,7 @@ def wandb_version(stack: Stack) -> Finding | None:
     if wandb is not None and wandb >= Version("0.19"):
         return Finding("problem", f"wandb {wandb}: Composer {COMPOSER_VERSION}'s WandBLogger needs wandb < 0.19 (it "
                                   "calls wandb.run.get_url, which later releases removed): pip install "
-                                  "'wandb>=0.13.2,<0.19'")
+                                  "'wandb>=0.16,<0.19'")
     return None
 
 
@@ -184,6 +192,13 @@ def gpu_architectures(stack: Stack) -> Finding | None:
     return None
 
 
+def torch_import(stack: Stack) -> Finding | None:
+    if stack.import_error:
+        return Finding("problem", f"torch {stack.versions.get('torch')} is installed but does not import "
+                                  f"({stack.import_error}): reinstall torch and torchvision together")
+    return None
+
+
 def cuda_without_gpu(stack: Stack) -> Finding | None:
     if stack.cuda and not stack.gpus:
         return Finding("note", f"no GPU visible (torch is a CUDA {stack.cuda} build; CUDA_VISIBLE_DEVICES, the "
@@ -194,57 +209,9 @@ def cuda_without_gpu(stack: Stack) -> Finding | None:
 RULES: dict[str, Callable[[Stack], Finding | None]] = {
     "python": python_range, "torch": torch_range, "torchvision": torchvision_matches_torch,
     "torchmetrics": torchmetrics_range, "composer": composer_version, "composer_pins": composer_pins,
+    "project": project_requirements, "torch_import": torch_import,
     "wandb": wandb_version, "gpu_architectures": gpu_architectures, "cuda_without_gpu": cuda_without_gpu,
 }
-
-
-def _cudnn_release(number: int | None) -> str | None:
-    """cuDNN's version number as a release: 92400 is 9.24.0 (9.x counts major x 10000), 8902 is 8.9.2."""
-    if not number:
-        return None
-    major_unit = 10000 if number >= 90000 else 1000
-    return f"{number // major_unit}.{number % major_unit // 100}.{number % 100}"
-
-
-def read_stack() -> Stack:
-    """This environment's stack (imports torch, not Composer)."""
-    versions: dict[str, str | None] = {}
-    for name in SHOWN:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    try:
-        composer_requires = [r for r in metadata.requires("mosaicml") or [] if "extra ==" not in r]
-    except metadata.PackageNotFoundError:
-        composer_requires = []
-    for text in composer_requires:
-        name = Requirement(text).name.lower().replace("_", "-")
-        if name not in versions:
-            try:
-                versions[name] = metadata.version(name)
-            except metadata.PackageNotFoundError:
-                versions[name] = None
-    stack = Stack(python=platform.python_version(), versions=versions, composer_requires=composer_requires)
-    if versions["torch"] is None:
-        return stack
-    import torch
-
-    stack.cuda = torch.version.cuda
-    if torch.cuda.is_available():
-        stack.gpus = [Gpu(torch.cuda.get_device_name(i), torch.cuda.get_device_capability(i))
-                      for i in range(torch.cuda.device_count())]
-        stack.arch_list = torch.cuda.get_arch_list()
-    if stack.cuda:
-        try:
-            stack.cudnn = _cudnn_release(torch.backends.cudnn.version())
-        except RuntimeError:
-            stack.cudnn = None
-        try:
-            stack.nccl = ".".join(str(part) for part in torch.cuda.nccl.version())
-        except (AttributeError, RuntimeError):
-            stack.nccl = None
-    return stack
 
 
 def diagnose(stack: Stack) -> list[Finding]:

@@ -1,5 +1,4 @@
-"""``rsb-composer gpu-check``: in one call, the figures that need a GPU, written to DIR/gpu_check.json and
-DIR/gpu_check.md.
+"""``rsb-composer gpu-check``: in one call, the figures that need a GPU, in DIR/gpu_check.json and .md.
 
 Each row is one of the project's own commands, run as a subprocess with a time limit (a row that fails or runs out
 of time is reported as such and the others still run), and the files are rewritten after every row:
@@ -20,8 +19,8 @@ missing prerequisite (a package, the launcher, the compiler torch.compile needs)
 rows before it have spent the budget, and a row whose dry run failed is not timed. Usable cores are the ones this
 process may run on (``os.sched_getaffinity``: a SLURM or container CPU set), not the machine's.
 
-Without a GPU the same rows run at CPU sizes (a2 at 64 px, fp32: Composer refuses amp_fp16 on a CPU), the compiled
-row and the CUDA counts are skipped, and the JSON says ``"gpu": false`` and which rows were skipped.
+Without a GPU the rows run at CPU sizes (a2 at 64 px, fp32), the GPU-only rows and counts are skipped, and the JSON
+says ``"gpu": false`` and which rows were skipped.
 """
 
 from __future__ import annotations
@@ -38,12 +37,14 @@ from pathlib import Path
 from typing import Any
 
 from rsb_composer.config import ToyConfig
+from rsb_composer.data.throughput import timed_batches
 from rsb_composer.devices import usable_cpus
 
 REPO = Path(__file__).resolve().parents[2]
 A2 = str(REPO / "yamls" / "a2.yaml")
 QUICKSTART = str(REPO / "yamls" / "quickstart.yaml")
 DRY_RUN_CAP_S = 120  # each row's dry run: start-up, one step
+GPU_BUDGET_S, CPU_BUDGET_S = 480, 900  # all rows, dry runs included: the GPU's must fit 8 minutes
 TINY_EPOCH_BATCHES = 8  # toy_resume's epoch on any process count: the first launch stops inside it, at batch 6
 DISTINCT = ToyConfig(num_classes=10, train_per_class=20, val_per_class=1, image_size=400, max_image_size=640,
                      texture="fractal")
@@ -83,11 +84,13 @@ def imagenet_like_set(root: Path, per_class: int) -> Path:
 class Check:
     """Runs the rows, keeping the figures and rewriting DIR/gpu_check.json and .md after each."""
 
-    def __init__(self, out: Path, budget_s: float):
+    def __init__(self, out: Path, budget_s: float | None):
         import torch
 
         self.out = out
         self.gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if budget_s is None:  # the CPU's dry runs cost as much as its small rows: the subset needs longer
+            budget_s = GPU_BUDGET_S if self.gpus else CPU_BUDGET_S
         self.deadline = time.monotonic() + budget_s
         self.report: dict[str, Any] = {"gpu": self.gpus > 0, "machine": _machine(self.gpus), "dry_runs": {},
                                        "rows": {}, "skipped": [], "budget_s": budget_s}
@@ -222,8 +225,9 @@ def _bench_data(check: Check, root: Path) -> None:
     workers = 1 if check.dry else max(usable_cpus() - 1, 1)
     start = time.monotonic()
     folder = root / ("data_dry_run" if check.dry else "data")
-    # bench-data's clock starts once every worker has delivered a batch (one batch per worker first)
-    data = imagenet_like_set(folder, per_class=math.ceil(batch * (batches + max(workers, 2) + 1) / 10))
+    # bench-data warms up one batch per worker, then times whole rounds of the workers
+    needed = max(workers, 2) + timed_batches(workers, batches) + 1
+    data = imagenet_like_set(folder, per_class=math.ceil(batch * needed / 10))
     check.cli("bench_data", ["bench-data", A2, "data.source=imagefolder", f"data.path={data}",
                              f"data.global_batch_size={batch}", f"data.num_workers={workers}",
                              "--batches", str(batches), "--reference", "--json"], 150 - (time.monotonic() - start))
@@ -247,9 +251,10 @@ def _deterministic(check: Check, root: Path) -> None:
         if not check.dry:
             check.skip("bench_train_deterministic", "no GPU (the CPU's kernels are deterministic anyway)")
         return
-    steps = ["--steps", "1", "--warmup", "1"] if check.dry else ["--steps", "30", "--warmup", "3"]
-    check.cli("bench_train_deterministic", ["bench-train", A2, "data.global_batch_size=256", "deterministic=true",
-                                            *steps, "--repeats", "1", "--json"], 150)
+    size = (["data.train_resolution=64", "data.global_batch_size=8", "--steps", "1", "--warmup", "1"] if check.dry
+            else ["data.global_batch_size=256", "--steps", "30", "--warmup", "3"])
+    check.cli("bench_train_deterministic", ["bench-train", A2, "deterministic=true", *size, "--repeats", "1",
+                                            "--json"], 150)
 
 
 def _compiled(check: Check, root: Path) -> None:
@@ -271,7 +276,7 @@ ROWS = {"bench_train_eager": _bench_train, "bench_data": _bench_data, "toy_resum
         "bench_train_deterministic": _deterministic, "bench_train_compiled": _compiled}
 
 
-def gpu_check(out: Path, budget_s: float = 480, rows: list[str] | None = None) -> dict[str, Any]:
+def gpu_check(out: Path, budget_s: float | None = None, rows: list[str] | None = None) -> dict[str, Any]:
     """Run ``rows`` (default all of :data:`ROWS`) into ``out``; the report as written to gpu_check.json."""
     check = Check(out, budget_s)
     root = Path(tempfile.mkdtemp(prefix="rsb-gpu-check-"))
