@@ -225,9 +225,9 @@ def _bench_data(check: Check, root: Path) -> None:
     workers = 1 if check.dry else max(usable_cpus() - 1, 1)
     start = time.monotonic()
     folder = root / ("data_dry_run" if check.dry else "data")
-    # bench-data warms up one batch per worker, then times whole rounds of the workers
-    needed = max(workers, 2) + timed_batches(workers, batches) + 1
-    data = imagenet_like_set(folder, per_class=math.ceil(batch * needed / 10))
+    # a batch per worker to warm up, whole worker rounds timed; a2's repeat-augment sampler takes 256s of images
+    images = math.ceil(batch * (max(workers, 2) + timed_batches(workers, batches) + 1) / 256) * 256
+    data = imagenet_like_set(folder, per_class=math.ceil(images / 10))
     check.cli("bench_data", ["bench-data", A2, "data.source=imagefolder", f"data.path={data}",
                              f"data.global_batch_size={batch}", f"data.num_workers={workers}",
                              "--batches", str(batches), "--reference", "--json"], 150 - (time.monotonic() - start))
