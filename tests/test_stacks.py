@@ -49,7 +49,7 @@ def test_a_known_bad_combination_is_named_with_its_fix(capsys):
     ({"mosaicml": None}, "Composer (mosaicml) is not installed"),
     ({"mosaicml": "0.31.0"}, "Composer 0.31.0: the project is tested with 0.32.1 only"),
     ({"tabulate": "0.8.10"}, "Composer 0.32.1 needs tabulate==0.9.0 (installed 0.8.10)"),
-    ({"torchmetrics": "1.2.0"}, "torchmetrics 1.2.0 is older than 1.4"),
+    ({"torchmetrics": "1.2.0"}, "torchmetrics 1.2.0 is older than the tested range (1.4 to 1.9)"),
     ({"tabulate": None}, "Composer 0.32.1 needs tabulate==0.9.0: "),  # not installed: import composer would fail
 ])
 def test_each_unsupported_component_is_one_problem(change, expected):

@@ -59,18 +59,23 @@ def python_range(stack: Stack) -> Finding | None:
     return None
 
 
-def torch_range(stack: Stack) -> Finding | None:
-    torch = _release(stack.versions.get("torch"))
-    low, high = (Version(v) for v in TESTED_TORCH)
-    if torch is None:
-        return Finding("problem", "torch is not installed: pip install -e \".[dev]\" (README's first command)")
-    if torch < low:
-        return Finding("problem", f"torch {torch} is older than the tested range ({low} to {high}): install torch "
-                                  f">={low} with its torchvision")
-    if (torch.major, torch.minor) > (high.major, high.minor):
-        return Finding("note", f"torch {torch} is newer than the tested range ({low} to {high}): untested; "
+def _tested_range(name: str, installed: str | None, tested: tuple[str, str], install: str) -> Finding | None:
+    """Missing or older than the tested range: a problem, with ``install`` as the fix; newer: a note."""
+    version = _release(installed)
+    low, high = (Version(v) for v in tested)
+    if version is None:
+        return Finding("problem", f"{name} is not installed: {install}")
+    if version < low:
+        return Finding("problem", f"{name} {version} is older than the tested range ({low} to {high}): {install}")
+    if (version.major, version.minor) > (high.major, high.minor):
+        return Finding("note", f"{name} {version} is newer than the tested range ({low} to {high}): untested; "
                                "run `pytest -m \"not slow\"` once, and report what fails")
     return None
+
+
+def torch_range(stack: Stack) -> Finding | None:
+    return _tested_range("torch", stack.versions.get("torch"), TESTED_TORCH,
+                         f"install torch >={TESTED_TORCH[0]} with its torchvision (README's first command)")
 
 
 def torchvision_matches_torch(stack: Stack) -> Finding | None:
@@ -92,15 +97,8 @@ def torchvision_matches_torch(stack: Stack) -> Finding | None:
 
 
 def torchmetrics_range(stack: Stack) -> Finding | None:
-    metrics = _release(stack.versions.get("torchmetrics"))
-    low, high = (Version(v) for v in TESTED_TORCHMETRICS)
-    if metrics is None:
-        return Finding("problem", "torchmetrics is not installed: pip install 'torchmetrics>=1.4'")
-    if metrics < low:
-        return Finding("problem", f"torchmetrics {metrics} is older than {low}: pip install 'torchmetrics>={low}'")
-    if (metrics.major, metrics.minor) > (high.major, high.minor):
-        return Finding("note", f"torchmetrics {metrics} is newer than the tested range ({low} to {high}): untested")
-    return None
+    return _tested_range("torchmetrics", stack.versions.get("torchmetrics"), TESTED_TORCHMETRICS,
+                         f"pip install 'torchmetrics>={TESTED_TORCHMETRICS[0]}'")
 
 
 def composer_version(stack: Stack) -> Finding | None:
