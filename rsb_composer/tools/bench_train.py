@@ -102,9 +102,9 @@ class PairedTimer(Callback):
     measured (docs/benchmarks.md).
 
     Steps 1 to ``warmup``: the trainer alone (its peak memory is read at the end of step ``warmup``, or of the
-    first later step without an out-of-memory retry); from the
-    end of step ``warmup`` on, one plain step after each trainer step, the first ``warmup`` + 1 of them its warm-up
-    (autotuning, compilation); after step 2 ``warmup`` both are timed: a trainer
+    first later step without an out-of-memory retry); from then on, one plain step after each trainer step, the
+    first ``warmup`` + 1 of them its warm-up (autotuning, compilation); after step 2 ``warmup`` both are timed: a
+    trainer
     step from the end of one BATCH_END to the start of the next (data loading, events, algorithms, the step,
     Composer's per-step bookkeeping), a plain step inside BATCH_END. Each ends at a device synchronisation;
     Composer synchronises every step anyway (it reads the loss), the plain loop alone would not, so on a GPU the
