@@ -4,8 +4,21 @@ Imports nothing else of rsb_composer. Which values a section accepts is checked 
 ``rsb_composer.recipe.load_recipe`` loads a recipe and runs every check.
 """
 
-from rsb_composer.config.checks import Choices, check, check_choice, check_time, options_set_but_unread
-from rsb_composer.config.loading import apply_override, load_config
+from rsb_composer.config.checks import (
+    FAIL,
+    OK,
+    WARN,
+    About,
+    Choices,
+    PreflightCheck,
+    check,
+    check_choice,
+    check_time,
+    import_submodules,
+    nothing_to_check,
+    options_set_but_unread,
+)
+from rsb_composer.config.loading import apply_override, build_section, load_config
 from rsb_composer.config.schema import (
     CheckpointsConfig,
     Config,
@@ -24,7 +37,8 @@ from rsb_composer.config.schema import (
 )
 
 __all__ = [
-    "CheckpointsConfig", "Choices", "Config", "ConfigError", "DataConfig", "LoggersConfig", "LossConfig",
+    "FAIL", "OK", "WARN", "About", "CheckpointsConfig", "Choices", "PreflightCheck", "build_section",
+    "import_submodules", "nothing_to_check", "Config", "ConfigError", "DataConfig", "LoggersConfig", "LossConfig",
     "MlflowConfig", "ModelConfig", "OptimizerConfig", "SchedulerConfig", "SyntheticConfig", "TensorboardConfig",
     "ToyConfig", "WandbConfig", "apply_override", "check", "check_choice", "check_time", "load_config",
     "options_set_but_unread",
