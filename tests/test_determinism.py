@@ -9,9 +9,9 @@ import pytest
 import torch
 import torchvision
 
-from rsb_composer import train
 from rsb_composer.determinism import GlobalAveragePool, make_deterministic
 from rsb_composer.recipe import load_recipe
+from rsb_composer.trainer import build_trainer
 
 
 def test_the_mean_replaces_adaptive_average_pooling_with_the_same_numbers():
@@ -45,7 +45,7 @@ def restore_determinism():
 def test_deterministic_true_turns_the_modes_on(write_recipe, tmp_path, restore_determinism):
     config = load_recipe(write_recipe(), [f"run_dir={tmp_path / 'run'}", "max_duration=1ba", "precision=fp32",
                                           "deterministic=true"])
-    trainer = train.build_trainer(config)
+    trainer = build_trainer(config)
     try:
         assert torch.are_deterministic_algorithms_enabled()
         assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark

@@ -5,7 +5,7 @@ import pytest
 
 from rsb_composer.recipe import load_recipe
 from rsb_composer.tools.host_reads import HostReadWindow, counting_host_reads
-from rsb_composer.train import build_trainer
+from rsb_composer.trainer import build_trainer
 from tests.helpers import REPO, TINY_TOY
 
 STEPS = 4

@@ -103,7 +103,7 @@ SMALL = ["data.source=toy", f"data.toy={TINY_TOY}",
 
 @pytest.mark.parametrize("name", ["a1", "a2", "a3", "a2_sgd", "mosaic_mild", "mosaic_medium", "mosaic_hot"])
 def test_every_recipe_builds_and_trains_two_steps_on_cpu(name, tmp_path, toy_dir):
-    from rsb_composer.train import build_trainer
+    from rsb_composer.trainer import build_trainer
 
     # The paper's recipes keep a global batch, here 8 in two microbatches of 4; the others a per-device batch.
     batch = (["data.global_batch_size=8", "data.microbatch_size=4"] if name in PAPER else ["data.batch_size=8"])

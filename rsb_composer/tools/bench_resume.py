@@ -48,7 +48,7 @@ def _strip_dataset_state(checkpoint: Path) -> None:
 
 
 def _fit(config: Config, batches: int, timed: bool) -> float | None:
-    from rsb_composer.train import build_trainer
+    from rsb_composer.trainer import build_trainer
 
     cfg = replace(config, max_duration=f"{batches}ba")
     start = time.perf_counter()
@@ -78,7 +78,7 @@ def bench_resume(config: Config, points: Sequence[float], replay: bool = False) 
                               "strictly inside the epoch (or a larger data set)")
         with tempfile.TemporaryDirectory(prefix="rsb-bench-resume-") as tmp, quiet_logging():
             cfg = replace(config, run_dir=str(Path(tmp) / "run"), progress_bar=False,
-                          eval_interval=f"{10 * steps}ba", loggers=replace(config.loggers, wandb=None),
+                          eval_interval=f"{10 * steps}ba", loggers={**config.loggers, "wandb": None},
                           checkpoints=replace(config.checkpoints, save_interval=f"{batch}ba", keep_top_k=0))
             _fit(cfg, batch, timed=False)
             if replay:

@@ -27,7 +27,7 @@ from rsb_composer.tools.bench_train import synthetic_config
 
 def write_checkpoint(config: Config, run_dir: Path) -> Path:
     """One training step of the recipe (batch 2, 32 px: the checkpoint's size does not depend on them), saved."""
-    from rsb_composer.train import build_trainer
+    from rsb_composer.trainer import build_trainer
 
     cfg = synthetic_config(config, steps=1, run_dir=str(run_dir))
     cfg = replace(cfg, data=replace(cfg.data, batch_size=2, eval_batch_size=2, train_resolution=32,

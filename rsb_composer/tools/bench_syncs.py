@@ -72,7 +72,7 @@ class SyncWindows(Callback):
 
 
 def bench_syncs(config: Config, steps: int = 8, warmup: int = 2) -> dict[str, Any]:
-    from rsb_composer.train import build_trainer
+    from rsb_composer.trainer import build_trainer
 
     cuda = torch.cuda.is_available()
     reads = HostReadWindow()

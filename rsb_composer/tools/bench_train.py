@@ -1,6 +1,6 @@
 """``rsb-composer bench-train``: the real trainer against the same model in a plain PyTorch loop.
 
-:func:`bench_train` runs the configured recipe through :func:`rsb_composer.train.build_trainer` on synthetic data
+:func:`bench_train` runs the configured recipe through :func:`rsb_composer.trainer.build_trainer` on synthetic data
 (callbacks and algorithms included) and, between its steps, the same model, batch, optimizer, loss and
 precision in a bare loop, timing both; the ratio says what the trainer's machinery costs.
 """
@@ -44,7 +44,7 @@ def synthetic_config(config: Config, steps: int, run_dir: str) -> Config:
     )
     algorithms = {k: v for k, v in config.algorithms.items() if k not in IMAGE_FILE_ALGORITHMS}
     return replace(config, data=data, algorithms=algorithms, run_dir=run_dir, max_duration=f"{steps}ba",
-                   eval_interval=f"{10 * steps}ba", progress_bar=False, loggers=replace(config.loggers, wandb=None),
+                   eval_interval=f"{10 * steps}ba", progress_bar=False, loggers={**config.loggers, "wandb": None},
                    checkpoints=replace(config.checkpoints, save_interval=f"{10 * steps}ba", keep_top_k=0))
 
 
@@ -158,7 +158,7 @@ class PairedTimer(Callback):
 
 def paired_steps(config: Config, steps: int, warmup: int) -> PairedTimer:
     """One run of the recipe through the real trainer on synthetic data with a PairedTimer; ``steps`` timed."""
-    from rsb_composer.train import build_trainer
+    from rsb_composer.trainer import build_trainer
 
     with tempfile.TemporaryDirectory(prefix="rsb-bench-") as tmp, quiet_logging():
         cfg = synthetic_config(config, steps + 2 * warmup, run_dir=str(Path(tmp) / "run"))

@@ -8,7 +8,7 @@
   by class index (:mod:`rsb_composer.data.split_dirs`).
 - Test-time augmentation (``--tta hflip``): the logits of the image and its mirror averaged, FFCV's evaluation.
 
-The network is built once (:func:`rsb_composer.train.build_eval_network`) and read by a loop made of Composer's own
+The network is built once (:func:`rsb_composer.trainer.build_eval_network`) and read by a loop made of Composer's own
 pieces: the model's ``eval_forward``, ``update_metric`` and val metrics (the ones training reports), the trainer's
 device and precision context, the loader's batch transform, in the order Composer's evaluation runs them. The loop
 is ours because ReaL needs each image's prediction, flip TTA a second forward pass, and a resolution sweep several
@@ -36,7 +36,7 @@ from rsb_composer.checkpoints.safe_load import read_weights
 from rsb_composer.config import Choices, Config, ConfigError
 from rsb_composer.data import EvalSplit, build_eval_split
 from rsb_composer.data.real_labels import load_real_labels, real_correct
-from rsb_composer.train import build_eval_network
+from rsb_composer.trainer import build_eval_network
 
 log = logging.getLogger(__name__)
 
