@@ -2,7 +2,7 @@
 
 ``scheduler.style`` picks how the warmup and cosine are laid over the run (:data:`STYLES`):
 
-- ``steps``: updated every step; the warmup reaches the peak at the start of its last epoch (the deployment
+- ``per_step``: updated every step; the warmup reaches the peak at the start of its last epoch (the deployment
   notes' table, torchvision's LinearLR) and the cosine runs from the end of the warmup to the end of training.
 - ``timm``: timm's ``CosineLRScheduler`` as the paper's ``train.py`` ran it, updated once per epoch: epoch ``e``
   of a ``warmup_epochs`` warmup trains at ``warmup_lr + e (lr - warmup_lr) / warmup_epochs``; from there on at
@@ -21,13 +21,13 @@ import torch
 from composer.core import Time, TimeUnit
 from torch.optim.lr_scheduler import LambdaLR
 
-from rsb_composer.config import Choices, SchedulerConfig, check
+from rsb_composer.config import Choices, SchedulerConfig, check, nothing_to_check
 
 log = logging.getLogger(__name__)
 
 
-def steps_multiplier(epoch: float, total_epochs: float, cfg: SchedulerConfig) -> float:
-    """The LR as a fraction of the peak at fractional ``epoch`` of a ``total_epochs`` run (style ``steps``).
+def per_step_multiplier(epoch: float, total_epochs: float, cfg: SchedulerConfig) -> float:
+    """The LR as a fraction of the peak at fractional ``epoch`` of a ``total_epochs`` run (style ``per_step``).
 
     Warmup over ``W = warmup_epochs`` epochs as in the deployment notes (torchvision's LinearLR with
     start_factor=0.01): epoch 0 starts at ``warmup_start_factor``, the factor rises linearly to 1 at the start
@@ -68,9 +68,16 @@ class ScheduleStyle:
     per_step: bool  # whether the LR changes within an epoch
 
 
+# Each style reads only the section's common options, which check_scheduler checks for every style.
 STYLES: Choices[ScheduleStyle] = Choices("scheduler.style")
-STYLES.add("steps", ScheduleStyle(steps_multiplier, per_step=True))
-STYLES.add("timm", ScheduleStyle(timm_multiplier, per_step=False))
+STYLES.add("per_step", ScheduleStyle(per_step_multiplier, per_step=True), check=nothing_to_check,
+           doc="Updated every step: a linear warmup that reaches the peak at the start of its last epoch (the "
+               "deployment notes' table), then a half cosine from the end of the warmup to the end of training.")
+STYLES.add("timm", ScheduleStyle(timm_multiplier, per_step=False), check=nothing_to_check,
+           doc="timm's CosineLRScheduler as the paper's train.py ran it, updated once per epoch: a linear warmup, "
+               "then a cosine over the whole run whose start the warmup covers.")
+# Old spellings still accepted, each rewritten to its current name with a one-line deprecation warning.
+RENAMED_STYLES = {"steps": "per_step"}
 
 
 def lr_multiplier(epoch: float, total_epochs: float, cfg: SchedulerConfig) -> float:
@@ -106,6 +113,11 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, max_
 
 
 def check_scheduler(cfg: SchedulerConfig) -> None:
+    """Checks the section; an old spelling of ``style`` (:data:`RENAMED_STYLES`) is rewritten to its new name."""
+    if cfg.style in RENAMED_STYLES:
+        log.warning("scheduler.style=%s is deprecated: it is now called %s (same schedule); write "
+                    "scheduler.style=%s", cfg.style, RENAMED_STYLES[cfg.style], RENAMED_STYLES[cfg.style])
+        cfg.style = RENAMED_STYLES[cfg.style]
     STYLES.pick(cfg.style)
     check(cfg.warmup_epochs == 0 or cfg.warmup_epochs >= 1, "scheduler.warmup_epochs", cfg.warmup_epochs,
           "must be 0 (none) or at least 1 epoch")

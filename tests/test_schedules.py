@@ -129,3 +129,13 @@ def test_a_run_shorter_than_the_warmup_trains_inside_it_with_one_warning(caplog)
         optimizer.step()
         scheduler.step()
     assert seen == sorted(seen) and seen[0] == pytest.approx(0.01) and seen[-1] < 1.0
+
+
+def test_the_old_style_name_steps_still_loads_as_per_step_with_a_deprecation_line(caplog):
+    old = load_recipe(REPO / "yamls" / "a2_sgd.yaml", ["scheduler.style=steps"], check_paths=False)
+    assert old.scheduler.style == "per_step"
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == ["scheduler.style=steps is deprecated: it is now called per_step (same schedule); "
+                      "write scheduler.style=per_step"]
+    new = load_recipe(REPO / "yamls" / "a2_sgd.yaml", ["scheduler.style=per_step"], check_paths=False)
+    assert new.to_dict()["scheduler"] == old.to_dict()["scheduler"]

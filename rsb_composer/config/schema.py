@@ -101,7 +101,7 @@ class OptimizerConfig:
 
 @dataclass
 class SchedulerConfig:
-    style: str = "steps"  # steps: updated every step (the deployment notes'); timm: timm's CosineLRScheduler
+    style: str = "per_step"  # per_step: updated every step (the deployment notes'); timm: timm's CosineLRScheduler
     warmup_epochs: float = 5.0  # linear warmup length; where the peak falls depends on the style
     warmup_start_factor: float = 0.01  # epoch 0's LR as a fraction of lr (timm's --warmup-lr / lr)
     min_lr_factor: float = 0.0  # the cosine's floor, as a fraction of lr (timm's --min-lr / lr)
