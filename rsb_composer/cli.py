@@ -50,9 +50,9 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from rsb_composer.checkpoints.export import FORMATS, export_checkpoint
-    from rsb_composer.checkpoints.hub_export import recipe_for
+    from rsb_composer.recipe import recipe_of_checkpoint
 
-    recipe = recipe_for(args.checkpoint, args.config) if FORMATS.pick(args.format).needs_recipe else None
+    recipe = recipe_of_checkpoint(args.checkpoint, args.config) if FORMATS.pick(args.format).needs_recipe else None
     network, how = export_checkpoint(args.checkpoint, args.out, args.format, arch=args.arch, use_ema=not args.no_ema,
                                      trust=args.trust_checkpoint, recipe=recipe)
     if network.folded:

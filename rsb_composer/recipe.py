@@ -7,8 +7,10 @@ one line naming the key.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from rsb_composer.algorithms import check_algorithms
 from rsb_composer.checkpoints.saving import check_checkpoints
@@ -21,7 +23,10 @@ from rsb_composer.loggers import check_loggers
 from rsb_composer.losses import check_loss
 from rsb_composer.model import check_model
 from rsb_composer.optim import check_optimizer
+from rsb_composer.run_folder import RunFolder
 from rsb_composer.schedules import check_scheduler
+
+log = logging.getLogger(__name__)
 
 
 def check_recipe(config: Config, check_paths: bool = True) -> None:
@@ -60,3 +65,16 @@ def load_recipe(path: str | os.PathLike[str], overrides: Sequence[str] = (), *, 
     config = load_config(path, overrides)
     check_recipe(config, check_paths=check_paths)
     return config
+
+
+def recipe_of_checkpoint(checkpoint: str | Path, config: str | None) -> Config:
+    """The recipe to describe the export with: ``--config``, else the run folder's ``config.yaml`` (a checkpoint
+    in ``run_dir/checkpoints/`` has it at ``run_dir/config.yaml``)."""
+    if config is not None:
+        return load_recipe(config, check_paths=False)
+    run_config = RunFolder(Path(checkpoint).parent.parent).config
+    if not run_config.is_file():
+        raise ConfigError(f"--format timm records the recipe's resolution, crop and interpolation, and there is no "
+                          f"run config at {run_config}: pass --config RECIPE.yaml (the recipe it was trained with)")
+    log.info("recipe: %s", run_config)
+    return load_recipe(run_config, check_paths=False)

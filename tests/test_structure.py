@@ -91,3 +91,19 @@ def test_callbacks_depend_on_composer_and_the_run_folder_only():
         if name.startswith("callbacks"):
             project = {t for t in targets if t.startswith("rsb_composer")}
             assert project <= {"rsb_composer.run_folder"}, f"{name} imports {project}"
+
+
+# The layers above the builders: what loads and checks a recipe, assembles the trainer, and the commands.
+UPPER = ("rsb_composer.recipe", "rsb_composer.trainer", "rsb_composer.train", "rsb_composer.cli", "rsb_composer.tools")
+
+
+def _upper(name: str) -> bool:
+    return any(name == top or name.startswith(top + ".") for top in UPPER)
+
+
+def test_builders_never_import_the_layers_above_them():
+    """Dependencies point one way (config <- builders <- recipe/trainer/tools <- cli), lazy imports included."""
+    edges = _imports(_modules())
+    upward = {name: sorted(t for t in targets if _upper(t)) for name, targets in edges.items()
+              if name.startswith("rsb_composer.") and not _upper(name)}
+    assert {name: targets for name, targets in upward.items() if targets} == {}

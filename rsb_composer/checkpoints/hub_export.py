@@ -30,21 +30,6 @@ FILES = ("model.safetensors", "config.json", "README.md")
 PRIVATE_KEYS = {"run_dir": None, "data": ("path", "remote", "local")}
 
 
-def recipe_for(checkpoint: str | Path, config: str | None) -> Config:
-    """The recipe to describe the export with: ``--config``, else the run folder's ``config.yaml`` (a checkpoint
-    in ``run_dir/checkpoints/`` has it at ``run_dir/config.yaml``)."""
-    from rsb_composer.recipe import load_recipe
-
-    if config is not None:
-        return load_recipe(config, check_paths=False)
-    run_config = Path(checkpoint).parent.parent / "config.yaml"
-    if not run_config.is_file():
-        raise ConfigError(f"--format timm records the recipe's resolution, crop and interpolation, and there is no "
-                          f"run config at {run_config}: pass --config RECIPE.yaml (the recipe it was trained with)")
-    log.info("recipe: %s", run_config)
-    return load_recipe(run_config, check_paths=False)
-
-
 def pretrained_cfg(network: Network, recipe: Config) -> dict[str, Any]:
     """timm's description of how the weights expect their input, from the recipe."""
     data = recipe.data
