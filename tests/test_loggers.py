@@ -13,11 +13,11 @@ import pytest
 import rsb_composer.loggers.trackers as trackers
 import rsb_composer.loggers.wandb_run as wandb_run
 from rsb_composer import train
-from rsb_composer.config import ConfigError, LoggersConfig, MlflowConfig, load_config
+from rsb_composer.config import ConfigError, load_config
 from rsb_composer.data.batching import BatchGeometry
 from rsb_composer.loggers import TRACKERS, Start, check_loggers, startup_lines
 from rsb_composer.loggers.hparams import flat_hyperparameters
-from rsb_composer.loggers.mlflow_run import build_mlflow, continue_or_create_run, local_store
+from rsb_composer.loggers.mlflow_run import MlflowOptions, build_mlflow, continue_or_create_run, local_store
 from rsb_composer.loggers.progress_bar import MetricsProgressBar
 from rsb_composer.loggers.wandb_run import wandb_offline_reason
 from rsb_composer.run_folder import GPU_ONLY_KEYS, METRIC_KEYS, RunFolder
@@ -58,15 +58,35 @@ def test_with_a_key_the_route_to_wandb_decides(tmp_path, monkeypatch, reachable)
     assert asked == [(("api.wandb.ai", 443), 3)]  # one short probe, never a wait on a login
 
 
-def test_every_tracker_of_the_schema_is_registered():
-    assert set(TRACKERS) == {f.name for f in dataclasses.fields(LoggersConfig)}
+def test_the_checked_section_lists_every_tracker_with_its_defaults(write_recipe):
+    config = load_config(write_recipe(), ["loggers.wandb.tags=[ci, 8gpu]", "loggers.mlflow={experiment: 5}"])
+    check_loggers(config.loggers)
+    assert config.to_dict()["loggers"] == {  # config.yaml's shape: every tracker, null when off
+        "wandb": {"project": None, "name": None, "entity": None, "group": None, "tags": ["ci", "8gpu"]},
+        "tensorboard": None,
+        "mlflow": {"tracking_uri": None, "experiment": "5", "run_name": None},
+    }
+    assert list(config.loggers) == list(TRACKERS) == ["wandb", "tensorboard", "mlflow"]
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("loggers.wandbb.project=x", "unknown config key 'loggers.wandbb'; did you mean 'loggers.wandb'?"),
+    ("loggers.wandb.projet=x", "unknown config key 'loggers.wandb.projet'; did you mean 'loggers.wandb.project'?"),
+    ("loggers.mlflow=5", "loggers.mlflow must be a mapping of keys, got 5"),
+    ("loggers.wandb.tags=true", "loggers.wandb.tags must be a list"),
+])
+def test_a_wrong_tracker_key_or_value_is_one_line_naming_it(write_recipe, override, message):
+    config = load_config(write_recipe(), [override])
+    with pytest.raises(ConfigError) as err:
+        check_loggers(config.loggers)
+    assert str(err.value).startswith(message)
 
 
 @pytest.mark.parametrize("name, extra", [("tensorboard", "tensorboard"), ("mlflow", "mlflow")])
 def test_a_tracker_without_its_package_is_refused_naming_the_extra(write_recipe, monkeypatch, name, extra):
     config = load_config(write_recipe(), [f"loggers.{name}={{}}"])
     check_loggers(config.loggers)  # installed here ([dev] includes both extras)
-    missing = TRACKERS[name].module
+    missing = name  # each tracker's package has the tracker's name
     real = trackers.importlib.util.find_spec
     monkeypatch.setattr(trackers.importlib.util, "find_spec", lambda mod: None if mod == missing else real(mod))
     with pytest.raises(ConfigError) as err:
@@ -94,7 +114,7 @@ def test_an_unreachable_mlflow_server_means_one_warning_and_the_local_store(tmp_
     run.create()
     server = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     with caplog.at_level(logging.WARNING):
-        logger, where = build_mlflow(MlflowConfig(tracking_uri=server), run, "tiny", {"seed": 1})
+        logger, where = build_mlflow(MlflowOptions(tracking_uri=server), run, "tiny", {"seed": 1})
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "is unreachable" in warnings[0] and "logging to the local store" in warnings[0]
     assert logger.tracking_uri == local_store(run) and where.endswith(f"at {local_store(run)}")

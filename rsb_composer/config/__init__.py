@@ -18,28 +18,23 @@ from rsb_composer.config.checks import (
     nothing_to_check,
     options_set_but_unread,
 )
-from rsb_composer.config.loading import apply_override, build_section, load_config
+from rsb_composer.config.loading import apply_override, build_section, load_config, unknown_key
 from rsb_composer.config.schema import (
     CheckpointsConfig,
     Config,
     ConfigError,
     DataConfig,
-    LoggersConfig,
     LossConfig,
-    MlflowConfig,
     ModelConfig,
     OptimizerConfig,
     SchedulerConfig,
     SyntheticConfig,
-    TensorboardConfig,
     ToyConfig,
-    WandbConfig,
 )
 
 __all__ = [
-    "FAIL", "OK", "WARN", "About", "CheckpointsConfig", "Choices", "PreflightCheck", "build_section",
-    "import_submodules", "nothing_to_check", "Config", "ConfigError", "DataConfig", "LoggersConfig", "LossConfig",
-    "MlflowConfig", "ModelConfig", "OptimizerConfig", "SchedulerConfig", "SyntheticConfig", "TensorboardConfig",
-    "ToyConfig", "WandbConfig", "apply_override", "check", "check_choice", "check_time", "load_config",
-    "options_set_but_unread",
+    "FAIL", "OK", "WARN", "About", "CheckpointsConfig", "Choices", "Config", "ConfigError", "DataConfig", "LossConfig",
+    "ModelConfig", "OptimizerConfig", "PreflightCheck", "SchedulerConfig", "SyntheticConfig", "ToyConfig",
+    "apply_override", "build_section", "check", "check_choice", "check_time", "import_submodules", "load_config",
+    "nothing_to_check", "options_set_but_unread", "unknown_key",
 ]

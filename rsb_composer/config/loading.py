@@ -72,7 +72,7 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     node[parts[-1]] = value
 
 
-def _unknown_key(prefix: str, key: str, valid: typing.Iterable[str]) -> ConfigError:
+def unknown_key(prefix: str, key: str, valid: typing.Iterable[str]) -> ConfigError:
     valid = sorted(valid)
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(valid)}"
@@ -91,7 +91,7 @@ def build_section(cls: type, raw: Any, prefix: str) -> Any:
     kwargs = {}
     for key, value in raw.items():
         if key not in fields:
-            raise _unknown_key(prefix, str(key), fields)
+            raise unknown_key(prefix, str(key), fields)
         kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
     return cls(**kwargs)
 
@@ -118,7 +118,7 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key} must be a list, e.g. [0.08, 1.0], got {value!r}")
         return [_coerce(args[0], item, f"{key}[{i}]") for i, item in enumerate(value)]
-    if origin is dict:  # algorithms: name -> kwargs mapping; the algorithm registry checks the contents
+    if origin is dict:  # algorithms, loggers: name -> options mapping; the registry of the choice checks them
         if value is None:
             return {}
         if not isinstance(value, dict):

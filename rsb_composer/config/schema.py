@@ -118,35 +118,6 @@ class CheckpointsConfig:
 
 
 @dataclass
-class WandbConfig:
-    project: str | None = None
-    name: str | None = None  # default: run_name
-    entity: str | None = None
-    group: str | None = None
-    tags: list[str] = field(default_factory=list)
-
-
-@dataclass
-class TensorboardConfig:
-    """TensorBoard event files in ``run_dir/tensorboard/`` (``loggers.tensorboard: {}``); no options yet."""
-
-
-@dataclass
-class MlflowConfig:
-    tracking_uri: str | None = None  # http(s)://server:port, databricks, ...; default: a file store in run_dir/mlruns
-    experiment: str | None = None  # default: rsb-composer
-    run_name: str | None = None  # default: run_name
-
-
-@dataclass
-class LoggersConfig:
-    # Each tracker: present means on (``{}`` for its defaults), null or absent off.
-    wandb: WandbConfig | None = None  # offline by itself without a key or network
-    tensorboard: TensorboardConfig | None = None  # needs the [tensorboard] extra
-    mlflow: MlflowConfig | None = None  # needs the [mlflow] extra; a local store when the server is unreachable
-
-
-@dataclass
 class Config:
     run_name: str | None = None  # default: the config file's stem, so rerunning a command finds its run
     run_dir: str | None = None  # default: runs/{run_name}
@@ -165,7 +136,10 @@ class Config:
     # One key per Composer algorithm, its value the constructor's arguments; a null value switches it off.
     algorithms: dict[str, dict[str, Any]] = field(default_factory=dict)
     checkpoints: CheckpointsConfig = field(default_factory=CheckpointsConfig)
-    loggers: LoggersConfig = field(default_factory=LoggersConfig)
+    # One key per tracking service (W&B, TensorBoard, MLflow, ...), its value the tracker's options: present means
+    # on ({} for its defaults), null or absent off. Each tracker's module reads and checks its own options
+    # (rsb_composer.loggers); the checked recipe lists every tracker, with its defaults filled in.
+    loggers: dict[str, Any] = field(default_factory=dict)
     config_path: str | None = field(default=None, metadata={"internal": True})
 
     def to_dict(self) -> dict[str, Any]:

@@ -15,14 +15,17 @@ import os
 import socket
 import urllib.parse
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from composer.core import State
 from composer.loggers import Logger, MLFlowLogger
 from composer.utils import dist
 
-from rsb_composer.config import MlflowConfig
+from rsb_composer.config import OK, WARN, Config, PreflightCheck
 from rsb_composer.loggers.hparams import flat_hyperparameters
+from rsb_composer.loggers.trackers import TRACKERS, Tracker, needs_package
 from rsb_composer.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -31,7 +34,16 @@ DEFAULT_EXPERIMENT = "rsb-composer"
 RUN_ID_VARIABLE = "MLFLOW_RUN_ID"  # Composer's MLFlowLogger starts the run this names (mlflow's own variable)
 
 
-def tracking_uri(cfg: MlflowConfig, run: RunFolder) -> str:
+@dataclass
+class MlflowOptions:
+    """``loggers.mlflow``."""
+
+    tracking_uri: str | None = None  # http(s)://server:port, databricks, ...; default: a file store in run_dir/mlruns
+    experiment: str | None = None  # default: rsb-composer
+    run_name: str | None = None  # default: run_name
+
+
+def tracking_uri(cfg: MlflowOptions, run: RunFolder) -> str:
     return cfg.tracking_uri or local_store(run)
 
 
@@ -141,7 +153,7 @@ class RunFolderMLFlowLogger(MLFlowLogger):
             super().log_hyperparameters(new)
 
 
-def build_mlflow(cfg: MlflowConfig, run: RunFolder, run_name: str,
+def build_mlflow(cfg: MlflowOptions, run: RunFolder, run_name: str,
                  resolved: dict[str, Any]) -> tuple[MLFlowLogger, str]:
     """The logger and where it writes; ``resolved`` (the resolved config) becomes its parameters."""
     from mlflow.exceptions import MlflowException
@@ -172,3 +184,25 @@ def build_mlflow(cfg: MlflowConfig, run: RunFolder, run_name: str,
         log_duplicated_metric_every_n_steps=0,
     )
     return logger, f"run {run_id} in experiment {experiment} at {uri}"
+
+
+def preflight_mlflow(cfg: MlflowOptions | None, config: Config) -> PreflightCheck:
+    """Where MLflow will log: the tracking server, or the local store when the server cannot be reached."""
+    if cfg is None:
+        return PreflightCheck(OK, "MLflow", "off (add 'loggers.mlflow={}' to log to MLflow)")
+    run = RunFolder(Path(config.run_dir or "."))
+    uri = tracking_uri(cfg, run)
+    reason = unreachable_reason(uri)
+    if reason is None:
+        return PreflightCheck(OK, "MLflow", f"logging to {uri}")
+    return PreflightCheck(WARN, "MLflow", f"{reason}: the run will log to {run.mlruns} instead")
+
+
+TRACKERS.add(
+    "mlflow", Tracker("MLflow", MlflowOptions, build_mlflow),
+    doc="MLflow (``loggers.mlflow.{tracking_uri,experiment,run_name}``, the [mlflow] extra): every metric key and "
+        "the resolved config as parameters, on a tracking server or a file store in run_dir/mlruns; a server that "
+        "cannot be reached means one warning and the local store, and an autoresumed run continues its MLflow run.",
+    check=needs_package("mlflow", "mlflow", "mlflow"),
+    preflight=preflight_mlflow,
+)

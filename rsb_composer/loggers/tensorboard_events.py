@@ -3,15 +3,22 @@ metric keys as scalars at the trainer's batch count, the resolved config in the 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from composer.core import State
 from composer.loggers import Logger, TensorboardLogger
 from composer.utils import dist
 
-from rsb_composer.config import TensorboardConfig
 from rsb_composer.loggers.hparams import flat_hyperparameters
+from rsb_composer.loggers.trackers import TRACKERS, Tracker, needs_package
 from rsb_composer.run_folder import RunFolder
+
+
+@dataclass
+class TensorboardOptions:
+    """``loggers.tensorboard: {}``: event files in ``run_dir/tensorboard/``; no options yet."""
+
 
 NEVER = 365 * 24 * 3600  # SummaryWriter's flush_secs: the logger flushes at its own events, as Composer's does
 
@@ -59,9 +66,18 @@ class RunTensorboardLogger(TensorboardLogger):
         self.writer = None
 
 
-def build_tensorboard(cfg: TensorboardConfig, run: RunFolder, run_name: str,
+def build_tensorboard(cfg: TensorboardOptions, run: RunFolder, run_name: str,
                       resolved: dict[str, Any]) -> tuple[TensorboardLogger, str]:
     """The logger and where it writes; ``resolved`` (the resolved config) becomes its hyper-parameters."""
     logger = RunTensorboardLogger(log_dir=str(run.tensorboard))
     logger.log_hyperparameters(flat_hyperparameters(resolved))
     return logger, f"{run.tensorboard} (tensorboard --logdir {run.tensorboard})"
+
+
+TRACKERS.add(
+    "tensorboard", Tracker("TensorBoard", TensorboardOptions, build_tensorboard),
+    doc="TensorBoard (``loggers.tensorboard: {}``, the [tensorboard] extra): event files in run_dir/tensorboard/, "
+        "every metric key as a scalar at the trainer's batch count, the resolved config in the HParams tab; a "
+        "resumed launch continues the step axis.",
+    check=needs_package("tensorboard", "tensorboard", "tensorboard"),
+)

@@ -12,12 +12,15 @@ import netrc
 import os
 import secrets
 import socket
+from dataclasses import dataclass, field
 from typing import Any
 
 from composer.loggers import WandBLogger
 from composer.utils import dist
 
-from rsb_composer.config import WandbConfig
+from rsb_composer.composer_fixes.wandb_download import LocalCheckpointWandBLogger
+from rsb_composer.config import OK, WARN, Config, PreflightCheck, nothing_to_check
+from rsb_composer.loggers.trackers import TRACKERS, Tracker
 from rsb_composer.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -25,18 +28,15 @@ log = logging.getLogger(__name__)
 WANDB_HOST = "api.wandb.ai"
 
 
-class LocalCheckpointWandBLogger(WandBLogger):
-    """Composer's WandBLogger for a run whose checkpoints live on disk, not in W&B artifacts.
+@dataclass
+class WandbOptions:
+    """``loggers.wandb``."""
 
-    Composer 0.32.1's autoresume asks every logger for a remote ``latest`` checkpoint before W&B is initialised,
-    and WandBLogger then raises "get_file_artifact can only be called after running init()" on a fresh run.
-    This project never uploads checkpoints to W&B, so there is nothing to download: say "not found".
-    Remove when the pinned Composer answers FileNotFoundError there itself (mosaicml/composer#2680, open).
-    """
-
-    def download_file(self, remote_file_name: str, destination: str, overwrite: bool = False,
-                      progress_bar: bool = True) -> None:
-        raise FileNotFoundError(f"{remote_file_name}: checkpoints are not stored in W&B")
+    project: str | None = None
+    name: str | None = None  # default: run_name
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
 
 
 def wandb_offline_reason() -> str | None:
@@ -65,7 +65,7 @@ def wandb_run_id(run: RunFolder) -> str:
     return run.wandb_run_id.read_text().strip()
 
 
-def build_wandb(cfg: WandbConfig, run: RunFolder, run_name: str, resolved: dict[str, Any]) -> tuple[WandBLogger, str]:
+def build_wandb(cfg: WandbOptions, run: RunFolder, run_name: str, resolved: dict[str, Any]) -> tuple[WandBLogger, str]:
     """The logger and where it writes; ``resolved`` (the resolved config) becomes the W&B run config."""
     rank_zero = dist.get_global_rank() == 0  # only rank 0 starts a W&B run (rank_zero_only)
     run_id = wandb_run_id(run) if rank_zero else None
@@ -81,3 +81,23 @@ def build_wandb(cfg: WandbConfig, run: RunFolder, run_name: str, resolved: dict[
     logger = LocalCheckpointWandBLogger(project=cfg.project, name=cfg.name or run_name, entity=cfg.entity,
                                         group=cfg.group, tags=cfg.tags or None, init_kwargs=init_kwargs)
     return logger, where
+
+
+def preflight_wandb(cfg: WandbOptions | None, config: Config) -> PreflightCheck:
+    """Whether W&B will log online, or offline (and why)."""
+    if cfg is None:
+        return PreflightCheck(OK, "W&B", "off (add loggers.wandb.project=NAME to log to W&B)")
+    reason = wandb_offline_reason()
+    if reason is None:
+        return PreflightCheck(OK, "W&B", f"online, project {cfg.project}")
+    return PreflightCheck(WARN, "W&B", f"will log offline ({reason}); sync later with `wandb sync`")
+
+
+TRACKERS.add(
+    "wandb", Tracker("W&B", WandbOptions, build_wandb),
+    doc="Weights & Biases (``loggers.wandb.{project,name,entity,group,tags}``): every metric key and the resolved "
+        "config, online with an API key and a route to api.wandb.ai, else offline into run_dir/wandb (sync later); "
+        "an autoresumed run continues the same W&B run.",
+    check=nothing_to_check,  # wandb is a dependency, and every option is a free-form name
+    preflight=preflight_wandb,
+)

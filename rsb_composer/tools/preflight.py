@@ -9,22 +9,14 @@ from __future__ import annotations
 import shutil
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from rsb_composer.algorithms import channels_last_on
-from rsb_composer.config import Config, ConfigError
+from rsb_composer.config import FAIL, OK, WARN, Config, ConfigError, PreflightCheck
 from rsb_composer.data.batching import AUTO, batch_geometry, resolve_batching
 from rsb_composer.recipe import load_recipe
 
-OK, WARN, FAIL = "ok", "!!", "FAIL"
-
-
-@dataclass
-class Check:
-    mark: str
-    title: str
-    detail: str
+Check = PreflightCheck  # one line: mark (OK, WARN, FAIL), title, detail; the registries' pre-flight checks give these
 
 
 def _config(path: str, overrides: Sequence[str]) -> tuple[Config | None, Check]:
@@ -97,29 +89,12 @@ def _scale(config: Config, world_size: int) -> Check:
                  f"{config.optimizer.lr:g} x {geometry.global_batch} / {config.optimizer.reference_batch_size}{rule}")
 
 
-def _wandb(config: Config) -> Check:
-    from rsb_composer.loggers.wandb_run import wandb_offline_reason
+def _trackers(config: Config) -> list[Check]:
+    """Each tracker's own pre-flight line (its options, or None when it is off): where it will log."""
+    from rsb_composer.loggers import TRACKERS
 
-    if config.loggers.wandb is None:
-        return Check(OK, "W&B", "off (add loggers.wandb.project=NAME to log to W&B)")
-    reason = wandb_offline_reason()
-    if reason is None:
-        return Check(OK, "W&B", f"online, project {config.loggers.wandb.project}")
-    return Check(WARN, "W&B", f"will log offline ({reason}); sync later with `wandb sync`")
-
-
-def _mlflow(config: Config) -> Check:
-    from rsb_composer.loggers.mlflow_run import tracking_uri, unreachable_reason
-    from rsb_composer.run_folder import RunFolder
-
-    if config.loggers.mlflow is None:
-        return Check(OK, "MLflow", "off (add 'loggers.mlflow={}' to log to MLflow)")
-    run = RunFolder(Path(config.run_dir or "."))
-    uri = tracking_uri(config.loggers.mlflow, run)
-    reason = unreachable_reason(uri)
-    if reason is None:
-        return Check(OK, "MLflow", f"logging to {uri}")
-    return Check(WARN, "MLflow", f"{reason}: the run will log to {run.mlruns} instead")
+    found = (TRACKERS.preflight(name, config.loggers.get(name), config) for name in TRACKERS)
+    return [check for check in found if check is not None]
 
 
 def checkpoint_bytes(config: Config, num_classes: int) -> int:
@@ -183,8 +158,8 @@ def run_preflight(path: str, overrides: Sequence[str], world_size: int, batches:
         report(check)
     report(_devices(config))
     report(_scale(config, world_size))
-    report(_wandb(config))
-    report(_mlflow(config))
+    for check in _trackers(config):
+        report(check)
     num_classes = config.model.num_classes or (loaders.num_classes if loaders is not None else 1000)
     report(_disk(config, num_classes))
     if loaders is not None:
