@@ -2,7 +2,8 @@
 
 Each :class:`OptimizerChoice` says how to build the optimizer, which ``optimizer.*`` options it reads (passed to
 it as keywords; the rest are common to all: lr, weight_decay, decay_bn_and_bias) and how many state tensors of a
-parameter's size it keeps, which the checkpoint and memory estimates use. A new optimizer is one entry.
+parameter's size it keeps, which the checkpoint and memory estimates use. A new optimizer is one
+:func:`add_optimizer` call with its doc; the checks of the options it reads come with it (:data:`OPTION_CHECKS`).
 """
 
 from __future__ import annotations
@@ -67,12 +68,61 @@ def _lion(groups: list[dict], lr: float, betas: list[float] | None) -> torch.opt
     return Lion(groups, lr=lr, **_betas(betas))
 
 
+def _check_betas(cfg: OptimizerConfig) -> None:
+    if cfg.betas is not None:
+        check(len(cfg.betas) == 2 and all(0 <= b < 1 for b in cfg.betas), "optimizer.betas", cfg.betas,
+              "must be [beta1, beta2], each in [0, 1) (or null for the optimizer's own)")
+
+
+def _check_eps(cfg: OptimizerConfig) -> None:
+    check(cfg.eps > 0, "optimizer.eps", cfg.eps, "must be > 0")
+
+
+def _check_max_grad_norm(cfg: OptimizerConfig) -> None:
+    if cfg.max_grad_norm is not None:
+        check(cfg.max_grad_norm > 0, "optimizer.max_grad_norm", cfg.max_grad_norm, "must be > 0 (or null for none)")
+
+
+def _check_momentum(cfg: OptimizerConfig) -> None:
+    check(0 <= cfg.momentum < 1, "optimizer.momentum", cfg.momentum, "must be in [0, 1)")
+
+
+def _check_nesterov(cfg: OptimizerConfig) -> None:
+    check(not cfg.nesterov or cfg.momentum > 0, "optimizer.nesterov", cfg.nesterov, "needs optimizer.momentum > 0")
+
+
+# Each option's check, by optimizer.* key: an entry's check is the checks of the options it reads.
+OPTION_CHECKS: dict[str, Callable[[OptimizerConfig], None]] = {
+    "betas": _check_betas, "eps": _check_eps, "max_grad_norm": _check_max_grad_norm, "momentum": _check_momentum,
+    "nesterov": _check_nesterov,
+}
+
+
+def add_optimizer(name: str, choice: OptimizerChoice, doc: str) -> None:
+    """Register ``choice`` as ``optimizer.name=NAME``, checked by the checks of the options it reads."""
+    def check_options(cfg: OptimizerConfig) -> None:
+        for key in choice.options:
+            OPTION_CHECKS[key](cfg)
+
+    unknown = [key for key in choice.options if key not in OPTION_CHECKS]
+    if unknown:
+        raise ValueError(f"optimizer.name={name} reads {unknown}: add their check to OPTION_CHECKS")
+    OPTIMIZERS.add(name, choice, doc=doc, check=check_options)
+
+
 OPTIMIZERS: Choices[OptimizerChoice] = Choices("optimizer.name")
-OPTIMIZERS.add("sgd", OptimizerChoice(_sgd, ("momentum", "nesterov"), state_tensors=1))
-OPTIMIZERS.add("decoupled_sgdw", OptimizerChoice(_decoupled_sgdw, ("momentum", "nesterov"), state_tensors=1))
-OPTIMIZERS.add("lamb", OptimizerChoice(_lamb, ("betas", "eps", "max_grad_norm"), state_tensors=2))
-OPTIMIZERS.add("adamw", OptimizerChoice(_adamw, ("betas", "eps"), state_tensors=2))
-OPTIMIZERS.add("lion", OptimizerChoice(_lion, ("betas",), state_tensors=1))
+add_optimizer("sgd", OptimizerChoice(_sgd, ("momentum", "nesterov"), state_tensors=1),
+              "torch's SGD with momentum, weight decay coupled to the gradient (torchvision's recipes, a2_sgd).")
+add_optimizer("decoupled_sgdw", OptimizerChoice(_decoupled_sgdw, ("momentum", "nesterov"), state_tensors=1),
+              "Composer's DecoupledSGDW: SGD with weight decay decoupled from the gradient (Composer's ResNet "
+              "speed-up recipes).")
+add_optimizer("lamb", OptimizerChoice(_lamb, ("betas", "eps", "max_grad_norm"), state_tensors=2),
+              "timm's Lamb, the paper's (A1, A2, A3): layer-wise trust ratios on Adam's update, with a global "
+              "gradient-norm clip of optimizer.max_grad_norm.")
+add_optimizer("adamw", OptimizerChoice(_adamw, ("betas", "eps"), state_tensors=2),
+              "torch's AdamW: Adam with decoupled weight decay.")
+add_optimizer("lion", OptimizerChoice(_lion, ("betas",), state_tensors=1),
+              "timm's Lion: sign updates with one moment; wants a smaller LR and a larger weight decay than AdamW.")
 
 
 def scaled_lr(cfg: OptimizerConfig, global_batch_size: int) -> float:
@@ -102,16 +152,11 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimizerConfig, lr: float) -> 
 
 
 def check_optimizer(cfg: OptimizerConfig) -> None:
+    """The options every optimizer reads, then the chosen optimizer's own (an option it does not read is warned
+    about when it is built)."""
     OPTIMIZERS.pick(cfg.name)
-    if cfg.betas is not None:
-        check(len(cfg.betas) == 2 and all(0 <= b < 1 for b in cfg.betas), "optimizer.betas", cfg.betas,
-              "must be [beta1, beta2], each in [0, 1) (or null for the optimizer's own)")
-    check(cfg.eps > 0, "optimizer.eps", cfg.eps, "must be > 0")
-    if cfg.max_grad_norm is not None:
-        check(cfg.max_grad_norm > 0, "optimizer.max_grad_norm", cfg.max_grad_norm, "must be > 0 (or null for none)")
     check(cfg.lr > 0, "optimizer.lr", cfg.lr, "must be > 0")
     check(cfg.reference_batch_size >= 1, "optimizer.reference_batch_size", cfg.reference_batch_size,
           "must be >= 1")
-    check(0 <= cfg.momentum < 1, "optimizer.momentum", cfg.momentum, "must be in [0, 1)")
     check(cfg.weight_decay >= 0, "optimizer.weight_decay", cfg.weight_decay, "must be >= 0")
-    check(not cfg.nesterov or cfg.momentum > 0, "optimizer.nesterov", cfg.nesterov, "needs optimizer.momentum > 0")
+    OPTIMIZERS.check(cfg.name, cfg)
