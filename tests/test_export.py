@@ -147,6 +147,12 @@ def test_export_formats_refusals(run, tmp_path, capsys):
     torch.save(state, blurred)
     for fmt in ("torch", "safetensors", "timm"):
         assert "BlurPool" in refused(blurred, tmp_path / f"b-{fmt}", "--format", fmt, "--config", recipe)
+    # Each format's own check, before anything is written: a one-file format refuses a folder, timm a file.
+    for fmt in ("torch", "safetensors"):
+        assert f"--out {tmp_path / 'hub'}: is a folder" in refused(checkpoint, tmp_path / "hub", "--format", fmt)
+    (tmp_path / "a.pt").write_bytes(b"")
+    assert "exists and is not a folder" in refused(checkpoint, tmp_path / "a.pt", "--format", "timm")
+    assert (tmp_path / "a.pt").read_bytes() == b""
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from rsb_composer.checkpoints.hub_export import write_timm_folder
+from rsb_composer.checkpoints.hub_export import check_timm_folder, write_timm_folder
 from rsb_composer.checkpoints.resnet_weights import Network, read_network
 from rsb_composer.config import Choices, Config, ConfigError
 
@@ -65,10 +65,22 @@ def _write_timm(network: Network, out: Path, recipe: Config | None) -> str:
     return write_timm_folder(network, out, recipe)
 
 
+def check_one_file(network: Network, out: Path, recipe: Config | None) -> None:
+    """A format that writes one file refuses a folder as ``--out`` (it would end in a rename error)."""
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: is a folder; this format writes one file, e.g. --out {out / 'model.pt'}")
+
+
+# Each entry's check runs on the checkpoint's network and --out before anything is written:
+# (network, out path, recipe or None) -> None, raising ConfigError.
 FORMATS: Choices[ExportFormat] = Choices("--format")
-FORMATS.add("torch", ExportFormat(_write_torch))
-FORMATS.add("safetensors", ExportFormat(_write_safetensors))
-FORMATS.add("timm", ExportFormat(_write_timm, needs_recipe=True))
+FORMATS.add("torch", ExportFormat(_write_torch), check=check_one_file,
+            doc="A torchvision state_dict through torch.save, for torch.load(..., weights_only=True).")
+FORMATS.add("safetensors", ExportFormat(_write_safetensors), check=check_one_file,
+            doc="The same tensors through the safetensors package: no pickle at all, the ecosystem's format.")
+FORMATS.add("timm", ExportFormat(_write_timm, needs_recipe=True), check=check_timm_folder,
+            doc="A folder for timm and the Hugging Face Hub (model.safetensors, config.json, README.md) with the "
+                "recipe's preprocessing in timm's pretrained_cfg.")
 
 
 def export_checkpoint(checkpoint_path: str | Path, out_path: str | Path, fmt: str = "torch", arch: str | None = None,
@@ -82,4 +94,5 @@ def export_checkpoint(checkpoint_path: str | Path, out_path: str | Path, fmt: st
         raise ConfigError(f"--format {fmt} records the recipe's preprocessing and needs the recipe: pass "
                           "--config RECIPE.yaml")
     network = read_network(checkpoint_path, arch=arch, use_ema=use_ema, trust=trust)
+    FORMATS.check(fmt, network, Path(out_path), recipe)
     return network, export_format.write(network, Path(out_path), recipe)

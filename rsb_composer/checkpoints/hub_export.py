@@ -50,14 +50,24 @@ def pretrained_cfg(network: Network, recipe: Config) -> dict[str, Any]:
     }
 
 
-def _timm_model(network: Network, recipe: Config) -> Any:
+def check_timm_folder(network: Network, out: Path, recipe: Config | None) -> None:
+    """What makes a timm folder impossible, before anything is written: another network than the recipe's, an
+    architecture timm does not have, a file where the folder should go."""
     import timm
 
+    assert recipe is not None  # the format needs a recipe, which export_checkpoint makes sure of
     if recipe.model.arch != network.arch:
         raise ConfigError(f"the recipe trains model.arch={recipe.model.arch} but the checkpoint holds a "
                           f"{network.arch}: pass the recipe it was trained with (--config)")
     if not timm.is_model(network.arch):
         raise ConfigError(f"timm has no {network.arch}; export it with --format safetensors or torch")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder; --format timm writes a folder")
+
+
+def _timm_model(network: Network, recipe: Config) -> Any:
+    import timm
+
     model = timm.create_model(network.arch, pretrained=False, num_classes=network.num_classes,
                               pretrained_cfg=pretrained_cfg(network, recipe))
     try:
@@ -130,9 +140,8 @@ def write_timm_folder(network: Network, out: Path, recipe: Config) -> str:
     (a clone of the Hub repository's ``.git``, say) are left alone."""
     from timm.models import save_for_hf
 
+    check_timm_folder(network, out, recipe)
     model = _timm_model(network, recipe)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: exists and is not a folder; --format timm writes a folder")
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
         save_for_hf(model, tmp, safe_serialization=True)
