@@ -164,12 +164,19 @@ def test_the_gpu_image_list_asks_what_keep_torch_asks():
             assert str(requirement.specifier) in {str(r.specifier) for r in keep[name]}, requirement
 
 
+def _keep_torch_command(page: str) -> str:
+    section = page.split("## Keeping your PyTorch", 1)[1]
+    return section.split("```bash\n", 1)[1].split("```", 1)[0].strip()
+
+
 def test_readme_gives_the_keep_torch_command_and_the_tested_range():
     readme = (REPO / "README.md").read_text()
-    section = readme.split("## Keeping your PyTorch", 1)[1]
-    command = section.split("```bash\n", 1)[1].split("```", 1)[0].strip()
+    stacks = (REPO / "docs" / "stacks.md").read_text()  # the same install, in detail, and the tested stacks
+    command = _keep_torch_command(readme)
     header = (REPO / "requirements" / "keep-torch.txt").read_text()
     assert command in header, "README and requirements/keep-torch.txt give different commands"
+    assert _keep_torch_command(stacks) == command, "README and docs/stacks.md give different commands"
     low, high = doc.TESTED_TORCH
-    assert f"torch {low}" in readme and f"torch {high}" in readme
-    assert f"Python {doc.TESTED_PYTHON[0]} to {doc.TESTED_PYTHON[1]}" in readme
+    for page in (readme, stacks):
+        assert f"torch {low}" in page and f"torch {high}" in page
+        assert f"Python {doc.TESTED_PYTHON[0]} to {doc.TESTED_PYTHON[1]}" in page

@@ -1,4 +1,4 @@
-"""Build the wheel folder for a GPU machine without internet (README.md, "On a GPU machine without internet").
+"""Build the wheel folder for a GPU machine without internet (docs/stacks.md, "On a GPU machine without internet").
 
     python scripts/gpu/build_wheels.py .whl                     # for the image's Python 3.12, x86_64
     python scripts/gpu/build_wheels.py .whl --python-version 3.11  # for a rehearsal here

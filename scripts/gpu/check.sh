@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command on a GPU machine without internet: install from the wheel folder over the image's torch, report the
-# stack, and measure what needs a GPU (README.md, "On a GPU machine without internet"):
+# stack, and measure what needs a GPU (docs/stacks.md, "On a GPU machine without internet"):
 #
 #     bash scripts/gpu/check.sh .whl OUT_DIR       # OUT_DIR gets doctor.txt, gpu_check.json and gpu_check.md
 #

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install Composer 0.32.1 and this project over a GPU machine image's own torch, from a wheel folder built by
-# scripts/gpu/build_wheels.py, without a network (README.md, "On a GPU machine without internet"):
+# scripts/gpu/build_wheels.py, without a network (docs/stacks.md, "On a GPU machine without internet"):
 #
 #     bash scripts/gpu/install.sh .whl            # then: rsb-composer doctor; rsb-composer gpu-check --out DIR
 #

@@ -1,6 +1,7 @@
 #!/bin/bash
 # Composer's launcher in one pod of a Kubeflow PyTorchJob: G training processes (one per GPU) of a world of
-# N pods x G GPUs. The container's command (README, "Kubernetes"), from the repository's root:
+# N pods x G GPUs. The container's command (docs/launching.md, "Kubernetes"; scripts/kubernetes/pytorchjob.yaml
+# runs it), from the repository's root:
 #
 #   bash scripts/kubernetes/train.sh N G yamls/a2.yaml data.path=/data/imagenet run_dir=/runs/a2
 #
@@ -10,9 +11,8 @@
 #
 # Kubernetes stops a pod (deletion, preemption, eviction) by sending SIGTERM to the container's first process
 # only, and Composer's launcher passes no signal on to its training processes: this script traps SIGTERM and
-# hands it to them, and they finish the batch, save a checkpoint and exit 0 (README, "Resuming, preemption and
-# failures"). Give the pod a terminationGracePeriodSeconds long enough for that. Restarted, the same command
-# resumes from run_dir.
+# hands it to them, and they finish the batch, save a checkpoint and exit 0 (docs/resuming.md). Give the pod a
+# terminationGracePeriodSeconds long enough for that. Restarted, the same command resumes from run_dir.
 set -u
 if [ $# -lt 3 ]; then
   echo "usage: $0 PODS GPUS_PER_POD CONFIG [dotted.key=value ...]" >&2
