@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 
-from rsb_composer.config import ConfigError, check
+from rsb_composer.config import Choices, ConfigError, check, nothing_to_check
 from rsb_composer.slurm_lists import expand_hostlist, tasks_per_node
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class Launch:
 class Launcher:
     name: str
     recognise: Callable[[Mapping[str, str]], bool]
-    complete: Callable[[Mapping[str, str]], dict[str, str]]  # the variables to add; raises LaunchError
+    complete: Callable[[Mapping[str, str]], dict[str, str]]  # the variables to add (once its check passed)
     nodes: Callable[[Mapping[str, str]], int]
 
 
@@ -97,43 +97,58 @@ def _torchrun(env: Mapping[str, str]) -> dict[str, str]:
     return {"NODE_RANK": env["GROUP_RANK"]} if "GROUP_RANK" in env else {}
 
 
-def _slurm(env: Mapping[str, str]) -> dict[str, str]:
+def _slurm_tasks(env: Mapping[str, str]) -> tuple[int, list[int]]:
+    """srun's step: its task count and tasks per node."""
+    tasks = _integer(env, "SLURM_STEP_NUM_TASKS")
+    return tasks, tasks_per_node(env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_NTASKS_PER_NODE") or "")
+
+
+def _check_slurm(env: Mapping[str, str]) -> None:
     if "SLURM_STEP_NUM_TASKS" not in env:  # the batch script itself (or salloc's shell), not a task of srun
         tasks = _first_integer(env, ("SLURM_NTASKS",), 1)
         if tasks > 1:
             raise LaunchError(
                 f"SLURM_NTASKS={tasks} but this process was not started by srun, so the other {tasks - 1} ranks "
                 f"never start: run it as `srun python rsb_composer/train.py ...` (see {SBATCH_SCRIPT})")
-        return {}
-    tasks = _integer(env, "SLURM_STEP_NUM_TASKS")
+        return
+    tasks, per_node = _slurm_tasks(env)
     if "SLURM_NTASKS" in env and _integer(env, "SLURM_NTASKS") != tasks:
         raise LaunchError(f"SLURM_NTASKS={env['SLURM_NTASKS']} does not match the {tasks} tasks srun started "
                           "(SLURM_STEP_NUM_TASKS); do not set SLURM_NTASKS by hand, let srun set it")
-    per_node = tasks_per_node(env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_NTASKS_PER_NODE") or "")
     node, rank, local = _integer(env, "SLURM_NODEID"), _integer(env, "SLURM_PROCID"), _integer(env, "SLURM_LOCALID")
     if sum(per_node) != tasks or not 0 <= node < len(per_node):
         raise LaunchError(f"SLURM_STEP_TASKS_PER_NODE={env.get('SLURM_STEP_TASKS_PER_NODE')!r} does not describe "
                           f"the {tasks} tasks srun started (SLURM_NODEID={node})")
     if not (0 <= rank < tasks and 0 <= local < per_node[node]):
         raise LaunchError(f"SLURM_PROCID={rank}/SLURM_LOCALID={local} lie outside the step's {tasks} tasks")
-    added = {"RANK": str(rank), "WORLD_SIZE": str(tasks), "LOCAL_RANK": str(local),
+    if tasks > 1 and "MASTER_ADDR" not in env and not (env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST")):
+        raise LaunchError("SLURM_STEP_NODELIST and SLURM_JOB_NODELIST are not set: set MASTER_ADDR to node 0")
+
+
+def _slurm(env: Mapping[str, str]) -> dict[str, str]:
+    if "SLURM_STEP_NUM_TASKS" not in env:
+        return {}
+    tasks, per_node = _slurm_tasks(env)
+    node = _integer(env, "SLURM_NODEID")
+    added = {"RANK": str(_integer(env, "SLURM_PROCID")), "WORLD_SIZE": str(tasks),
+             "LOCAL_RANK": str(_integer(env, "SLURM_LOCALID")),
              "LOCAL_WORLD_SIZE": str(per_node[node]), "NODE_RANK": str(node)}
     if tasks > 1 and "MASTER_ADDR" not in env:
         # Task 0 runs on the step's first node (the job's, when the step spans the whole job).
-        nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST")
-        if not nodelist:
-            raise LaunchError("SLURM_STEP_NODELIST and SLURM_JOB_NODELIST are not set: set MASTER_ADDR to node 0")
-        added["MASTER_ADDR"] = expand_hostlist(nodelist)[0]
+        added["MASTER_ADDR"] = expand_hostlist(env.get("SLURM_STEP_NODELIST") or env["SLURM_JOB_NODELIST"])[0]
     if tasks > 1 and "MASTER_PORT" not in env:
         added["MASTER_PORT"] = str(slurm_port(env))
     return added
 
 
-def _kubernetes(env: Mapping[str, str]) -> dict[str, str]:
+def _check_kubernetes(env: Mapping[str, str]) -> None:
     processes = env.get("PET_NPROC_PER_NODE", "1")
     if processes.isdigit() and int(processes) > 1:
         raise LaunchError(f"PET_NPROC_PER_NODE={processes} but this pod started one process: start them with "
                           f"`composer -n {processes} ...` (README: Kubernetes)")
+
+
+def _kubernetes(env: Mapping[str, str]) -> dict[str, str]:
     return {"LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1", "NODE_RANK": env["RANK"]}
 
 
@@ -147,25 +162,38 @@ def _nodes_from_sizes(env: Mapping[str, str]) -> int:
     return -(-world // local)
 
 
-LAUNCHERS: tuple[Launcher, ...] = (
-    Launcher("torchrun", lambda env: "TORCHELASTIC_RUN_ID" in env or "GROUP_RANK" in env, _torchrun,
-             lambda env: _first_integer(env, ("GROUP_WORLD_SIZE",), 0) or _nodes_from_sizes(env)),
-    Launcher("composer", lambda env: all(name in env for name in RANK_VARIABLES) and not _one_process(env),
-             lambda env: {}, _nodes_from_sizes),
-    Launcher("slurm", lambda env: "SLURM_PROCID" in env and not any(name in env for name in RANK_VARIABLES),
-             _slurm, lambda env: _first_integer(env, ("SLURM_STEP_NUM_NODES", "SLURM_NNODES"), 1)),
-    Launcher("kubernetes", lambda env: "KUBERNETES_SERVICE_HOST" in env and {"RANK", "WORLD_SIZE"} <= set(env)
-             and not {"LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK"} & set(env), _kubernetes,
-             lambda env: _integer(env, "WORLD_SIZE")),
-    # Nothing set, or the values Composer itself fills in for one process (a second trainer in a process).
-    Launcher("single", _one_process, lambda env: {}, lambda env: 1),
-)
+# Tried in this order (the first that recognises the environment wins). Each entry's check refuses an environment
+# it recognises but cannot complete into one consistent world, before anything is added.
+LAUNCHERS: Choices[Launcher] = Choices("launcher")
+LAUNCHERS.add("torchrun", Launcher(
+    "torchrun", lambda env: "TORCHELASTIC_RUN_ID" in env or "GROUP_RANK" in env, _torchrun,
+    lambda env: _first_integer(env, ("GROUP_WORLD_SIZE",), 0) or _nodes_from_sizes(env)), check=nothing_to_check,
+    doc="torchrun (static --node_rank or a c10d rendezvous): sets everything but NODE_RANK, taken from its "
+        "GROUP_RANK.")
+LAUNCHERS.add("composer", Launcher(
+    "composer", lambda env: all(name in env for name in RANK_VARIABLES) and not _one_process(env), lambda env: {},
+    _nodes_from_sizes), check=nothing_to_check,
+    doc="Composer's launcher (also under SLURM or Kubernetes, one launcher per node): sets all five variables.")
+LAUNCHERS.add("slurm", Launcher(
+    "slurm", lambda env: "SLURM_PROCID" in env and not any(name in env for name in RANK_VARIABLES), _slurm,
+    lambda env: _first_integer(env, ("SLURM_STEP_NUM_NODES", "SLURM_NNODES"), 1)), check=_check_slurm,
+    doc="srun with one task per device: ranks from SLURM_PROCID/LOCALID/NODEID, sizes from the step's task "
+        "counts, MASTER_ADDR the step's first host, MASTER_PORT from the job and step ids.")
+LAUNCHERS.add("kubernetes", Launcher(
+    "kubernetes", lambda env: "KUBERNETES_SERVICE_HOST" in env and {"RANK", "WORLD_SIZE"} <= set(env)
+    and not {"LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK"} & set(env), _kubernetes,
+    lambda env: _integer(env, "WORLD_SIZE")), check=_check_kubernetes,
+    doc="A PyTorchJob pod running one process: RANK and WORLD_SIZE count pods, so each pod is a node.")
+# Nothing set, or the values Composer itself fills in for one process (a second trainer in a process).
+LAUNCHERS.add("single", Launcher("single", _one_process, lambda env: {}, lambda env: 1), check=nothing_to_check,
+              doc="No launcher: one process.")
 
 
 def detect(environ: Mapping[str, str]) -> Launch:
     """The launcher behind ``environ`` and the complete environment it implies; raises LaunchError."""
-    for launcher in LAUNCHERS:
+    for name, launcher in LAUNCHERS.items():
         if launcher.recognise(environ):
+            LAUNCHERS.check(name, environ)
             added = launcher.complete(environ)
             env = {**{k: v for k, v in environ.items() if k in (*RANK_VARIABLES, "MASTER_ADDR", "MASTER_PORT")},
                    **added}

@@ -38,7 +38,7 @@ REGISTRIES = every_registry()
 
 
 def test_the_walk_finds_the_registries_of_every_kind_of_choice():
-    assert {"loggers", "optimizer.name", "loss.name", "--format"} <= set(
+    assert {"loggers", "optimizer.name", "loss.name", "--format", "launcher"} <= set(
         REGISTRIES)
 
 
