@@ -144,8 +144,18 @@ def _streaming_split(cfg: DataConfig, split: str, classes: list[str], transform:
                            augment_seed=seed if train else None)
 
 
+def add_source(name: str, source: Source, doc: str) -> None:
+    """Register ``source`` as ``data.source=NAME``; its check is the registry's check."""
+    SOURCES.add(name, source, doc=doc, check=source.check)
+
+
 SOURCES: Choices[Source] = Choices("data.source")
-SOURCES.add("imagefolder", Source(_check_imagefolder, _folder_classes, _folder_split))
-SOURCES.add("toy", Source(_check_toy, _folder_classes, _folder_split))
-SOURCES.add("synthetic", Source(_check_synthetic, _synthetic_classes, _synthetic_split, decoded_images=False))
-SOURCES.add("streaming", Source(_check_streaming, _streaming_classes, _streaming_split, shards_itself=True))
+add_source("imagefolder", Source(_check_imagefolder, _folder_classes, _folder_split),
+           "ImageNet's layout at data.path (train/<class>/*, val/<class>/*), read as an ImageFolder.")
+add_source("toy", Source(_check_toy, _folder_classes, _folder_split),
+           "The generated toy set (data.toy.*; generated once into data.path or a cache), read as an ImageFolder.")
+add_source("synthetic", Source(_check_synthetic, _synthetic_classes, _synthetic_split, decoded_images=False),
+           "Random normalised tensors (data.synthetic.*), for speed tests: no files, no decoding.")
+add_source("streaming", Source(_check_streaming, _streaming_classes, _streaming_split, shards_itself=True),
+           "MosaicML MDS shards at data.remote through the local cache data.local; the dataset splits the samples "
+           "over ranks and workers itself.")
