@@ -83,6 +83,10 @@ def schema_keys(cls: type = Config, prefix: str = "") -> Iterator[str]:
         elif _is_mapping(hints[field.name]):
             entries = [(name, entry) for registry in _registries(key) for name, entry in registry.items()]
             for name, entry in entries:
+                switch = getattr(entry, "data_key", None)
+                if switch is not None:  # switched on by a key of its own beside the mapping (data.auto_augment)
+                    yield f"{prefix}{switch}"
+                    continue
                 options = _declared_options(entry)
                 inner = list(schema_keys(options, f"{key}.{name}.")) if options else []
                 yield from inner or [f"{key}.{name}"]
@@ -135,6 +139,48 @@ def test_the_schema_walk_reaches_nested_sections_and_registries():
                 "checkpoints.trust", "loggers.tensorboard", "algorithms.mixup"):
         assert key in KEYS, key
     assert "config_path" not in KEYS  # internal, not a user's key
+
+
+# A schema of our own for the walk's rules (module level: the type hints are strings resolved here).
+@dataclasses.dataclass
+class _Crop:
+    size: int = 224
+    scale: float = 1.0
+
+
+@dataclasses.dataclass
+class _NoOptions:
+    pass
+
+
+@dataclasses.dataclass
+class _Entry:
+    options: type
+    data_key: str | None = None
+
+
+@dataclasses.dataclass
+class _Data:
+    auto: str | None = None
+    augmentations: dict[str, Any] = dataclasses.field(default_factory=dict)
+    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class _Schema:
+    data: _Data = dataclasses.field(default_factory=_Data)
+
+
+def test_a_free_form_section_gives_its_registrys_entries_and_their_options(monkeypatch):
+    registry: Choices[_Entry] = Choices("data.augmentations")
+    registry.add("crop", _Entry(_Crop))
+    registry.add("flip", _Entry(_NoOptions))
+    registry.add("auto", _Entry(str, data_key="auto"))  # switched on by data.auto, not data.augmentations.auto
+    monkeypatch.setattr(sys.modules[__name__], "_registries",
+                        lambda key: [registry] if key == "data.augmentations" else [])
+    assert list(dict.fromkeys(schema_keys(_Schema))) == [
+        "data.auto", "data.augmentations.crop.size", "data.augmentations.crop.scale", "data.augmentations.flip",
+        "data.extras"]
 
 
 def test_braces_expand():
