@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rsb_composer import composer_fixes
 from rsb_composer.config import Choices, ConfigError, LossConfig, check, options_set_but_unread
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -22,36 +23,10 @@ class LossChoice:
     options: tuple[str, ...] = ()  # the loss.* keys passed to build as keywords
 
 
-def soft_cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
-                       ignore_index: int = -100, reduction: str = "mean") -> torch.Tensor:
-    """Composer's ``soft_cross_entropy`` (class indices or soft targets; the same signature, for the algorithms
-    that call the loss with ``reduction="none"``, such as selective backprop), the same arithmetic in the same
-    order, without its two checks of the targets' total probability in Python (``total_prob <= 0`` raises,
-    ``< num_examples`` warns): on a GPU each one waits for the forward pass, inside every step. Targets with no
-    probability at all give an infinite loss instead, which stops the run (callbacks.divergence)."""
-    import torch.nn.functional as F
-    from composer.loss.utils import infer_target_type
-
-    if infer_target_type(input, target) == "indices":
-        return F.cross_entropy(input, target, weight=weight, ignore_index=ignore_index, reduction=reduction)
-    if reduction not in ("sum", "mean", "none"):
-        raise ValueError(f"{reduction} reduction not supported.")
-    xentropy = -(target * F.log_softmax(input, dim=1))
-    if weight is not None:
-        xentropy = torch.movedim(torch.movedim(xentropy, 1, -1) * weight, -1, 1)
-    xentropy = xentropy.sum(dim=1)
-    num_examples = torch.numel(xentropy)
-    if reduction == "sum":
-        return xentropy.sum()
-    if reduction == "none":
-        return xentropy
-    # Composer renormalises by the targets' total probability (mixed targets may sum to a hair under 1 each).
-    return xentropy.mean() * (num_examples / target.sum())
-
-
 def _cross_entropy() -> Loss:
-    """Soft cross-entropy (class indices or soft targets), as Composer's without its reads of the targets."""
-    return soft_cross_entropy
+    """Composer's soft cross-entropy (class indices or soft targets), without its reads of the targets where the
+    installed Composer makes them (:mod:`rsb_composer.composer_fixes.soft_cross_entropy`)."""
+    return composer_fixes.cross_entropy()
 
 
 def _bce(target_threshold: float | None, sum_classes: bool) -> Loss:

@@ -9,6 +9,7 @@ from composer.models import ComposerClassifier
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from rsb_composer import composer_fixes
 from rsb_composer.config import LossConfig, ModelConfig, check
 from rsb_composer.losses import build_loss
 
@@ -49,22 +50,6 @@ def convert_sync_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def prepare_compile() -> None:
-    """Inductor settings for ``model.compile: true``, before anything is compiled.
-
-    torch 2.7.0's Inductor fails on ResNet training steps when it lets a kernel write into a dead input buffer
-    (``InductorError: KeyError: 'op7'`` in ``Scheduler.get_fused_node``, pytorch/pytorch#151423; seen here for
-    ResNet-18 and ResNet-50 backward on the CPU): compile without that in-place reuse. Freed buffers are still
-    reused (``allow_buffer_reuse``). Applied on torch < 2.8 only, which lacks the fix (pytorch/pytorch#151424); remove
-    it when the pinned stack moves past torch 2.7.
-    """
-    if torch_release() >= (2, 8):
-        return
-    import torch._inductor.config as inductor
-
-    inductor.inplace_buffers = False
-
-
-def torch_release() -> tuple[int, int]:
-    """torch's (major, minor): 2.14.1+cu130 is (2, 14)."""
-    major, minor = torch.__version__.split(".")[:2]
-    return int(major), int(minor)
+    """Inductor settings for ``model.compile: true``, before anything is compiled: the installed torch's
+    workarounds (:mod:`rsb_composer.composer_fixes.inductor_inplace_buffers`)."""
+    composer_fixes.prepare_compile()

@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from rsb_composer import timm_fixes
+from rsb_composer import composer_fixes
 from rsb_composer.config import DataConfig
 from rsb_composer.data import array_ops, decode, randaugment
 from rsb_composer.data.datasets import BAD_IMAGE_ERRORS
@@ -187,7 +187,7 @@ def tone_test_images() -> list[np.ndarray]:
 def test_array_tone_ops_equal_timms_pixel_for_pixel(name, args):
     from timm.data.auto_augment import NAME_TO_OP
 
-    timm_fixes.apply()  # timm's ops as the pipelines run them (posterize keeps 0 bits on any Pillow)
+    composer_fixes.apply_timm()  # timm's ops as the pipelines run them (posterize keeps 0 bits on any Pillow)
 
     for array in tone_test_images():
         ours = array_ops.ARRAY_OPS[name](array.copy(), *args)

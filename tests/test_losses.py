@@ -70,20 +70,3 @@ def test_cross_entropy_is_composers_without_reading_the_targets():
                 warnings.simplefilter("ignore")
                 expected = composers(logits, targets, **kwargs)
             assert torch.equal(ours(logits, targets, **kwargs), expected), kwargs
-
-
-def test_composers_one_hot_is_replaced_by_one_without_reads_giving_the_same_tensor():
-    import composer.loss.utils
-
-    from rsb_composer import composer_fixes
-
-    original = composer.loss.utils._one_hot
-    composer_fixes.apply()
-    patched = composer.loss.utils._one_hot
-    assert patched is not original or getattr(original, "__rsb_composer_patched__", False)
-    original = getattr(patched, "__wrapped__", original)
-    labels = torch.tensor([3, 0, 9, 9, 1])
-    assert torch.equal(patched(labels, num_classes=10, dim=1), original(labels, num_classes=10, dim=1))
-    with pytest.warns(UserWarning, match="Negative label"):
-        expected = original(torch.tensor([2, -1, 0]), num_classes=4, dim=1)
-    assert torch.equal(patched(torch.tensor([2, -1, 0]), num_classes=4, dim=1), expected)  # a zero row

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from rsb_composer import timm_fixes
+from rsb_composer import composer_fixes
 from rsb_composer.config import ConfigError
 from rsb_composer.data.array_ops import ARRAY_OPS
 from rsb_composer.data.normalization import IMAGENET_MEAN
@@ -42,7 +42,7 @@ def randaugment(spec: str, resolution: int, interpolation: str) -> RandAugment:
     """timm's RandAugment for the config string ``spec`` (``data.auto_augment``), as create_transform builds it."""
     from timm.data.auto_augment import rand_augment_transform
 
-    timm_fixes.apply()
+    composer_fixes.apply_timm()
     return rand_augment_transform(spec, randaugment_hparams(resolution, interpolation))
 
 

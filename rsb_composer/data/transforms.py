@@ -25,7 +25,7 @@ from timm.data.transforms import RandomResizedCropAndInterpolation
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
-from rsb_composer import timm_fixes
+from rsb_composer import composer_fixes
 from rsb_composer.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from rsb_composer.data.randaugment import ArrayRandAugment
 
@@ -54,7 +54,7 @@ def reference_train_transform(resolution: int, crop_scale: Sequence[float], inte
     """timm's create_transform for these settings: RandomResizedCrop, flip, RandAugment, ToTensor, Normalize."""
     from timm.data import create_transform
 
-    timm_fixes.apply()
+    composer_fixes.apply_timm()
     return create_transform(
         resolution, is_training=True, scale=tuple(crop_scale), ratio=CROP_RATIO,
         interpolation=interpolation, auto_augment=auto_augment,

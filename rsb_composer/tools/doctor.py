@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from packaging.requirements import Requirement
 from packaging.version import InvalidVersion, Version
 
+from rsb_composer import composer_fixes
 from rsb_composer.tools.stack import OPENCV_VARIANTS, SHOWN, Gpu, Stack, read_stack
 
 __all__ = ["RULES", "Finding", "Gpu", "Stack", "diagnose", "doctor", "read_stack"]
@@ -231,9 +232,10 @@ def describe(stack: Stack) -> list[str]:
 def doctor(stack: Stack, as_json: bool = False) -> int:
     findings = diagnose(stack)
     problems = [f for f in findings if f.kind == "problem"]
+    workarounds = composer_fixes.active(stack.versions)
     if as_json:
         print(json.dumps({"stack": asdict(stack), "findings": [asdict(f) for f in findings],
-                          "ok": not problems}, indent=2))
+                          "workarounds": [fix.name for fix in workarounds], "ok": not problems}, indent=2))
         return 1 if problems else 0
     print("\n".join(describe(stack)))
     low, high = TESTED_TORCH
@@ -242,4 +244,7 @@ def doctor(stack: Stack, as_json: bool = False) -> int:
           + ("this stack is inside" if inside else "see below"))
     for finding in findings:
         print(f"{finding.kind}: {finding.text}")
+    for fix in workarounds:  # each one's module says what it does and when it can go
+        print(f"workaround: {fix.name} ({fix.library} {stack.versions[fix.library]}, applied on {fix.applies_to}): "
+              f"rsb_composer/composer_fixes/{fix.name}.py")
     return 1 if problems else 0
