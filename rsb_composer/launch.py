@@ -145,7 +145,7 @@ def _check_kubernetes(env: Mapping[str, str]) -> None:
     processes = env.get("PET_NPROC_PER_NODE", "1")
     if processes.isdigit() and int(processes) > 1:
         raise LaunchError(f"PET_NPROC_PER_NODE={processes} but this pod started one process: start them with "
-                          f"`composer -n {processes} ...` (README: Kubernetes)")
+                          f"`composer -n {processes} ...` (docs/launching.md, Kubernetes)")
 
 
 def _kubernetes(env: Mapping[str, str]) -> dict[str, str]:
@@ -205,7 +205,7 @@ def detect(environ: Mapping[str, str]) -> Launch:
     absent = [name for name in RANK_VARIABLES if name not in environ]
     raise LaunchError(f"{', '.join(found)} {'is' if len(found) == 1 else 'are'} set but {', '.join(absent)} "
                       f"{'is' if len(absent) == 1 else 'are'} not: launch with composer, torchrun or srun, which set "
-                      "them all, or unset them to run one process (README: Launching)")
+                      "them all, or unset them to run one process (docs/launching.md)")
 
 
 def prepare(environ: MutableMapping[str, str] | None = None) -> Launch:

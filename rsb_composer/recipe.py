@@ -49,7 +49,7 @@ def check_recipe(config: Config, check_paths: bool = True) -> None:
 
 def check_combinations(config: Config) -> None:
     """Settings of different sections that each work alone and cannot work together, refused in one line naming
-    both keys (README, "Combinations refused at start")."""
+    both keys (docs/configuration.md lists them)."""
     if config.model.sync_batchnorm and config.data.microbatch_size == AUTO:
         raise ConfigError("model.sync_batchnorm=true with data.microbatch_size=auto: when one rank runs out of memory "
                           "mid-forward and retries, the others wait inside SyncBatchNorm's collective, a hang (neither "

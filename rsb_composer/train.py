@@ -34,7 +34,7 @@ def __getattr__(name: str) -> Any:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="train.py", description="Train a ResNet with Composer from a recipe YAML (see README.md).",
+        prog="train.py", description="Train a ResNet with Composer from a recipe YAML (see README.md and docs/).",
     )
     parser.add_argument("config", help="recipe YAML, e.g. yamls/a2.yaml")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optimizer.lr=0.1 algorithms.mixup=null")

@@ -167,7 +167,7 @@ def test_the_trainer_refuses_a_partial_environment_before_any_work(write_recipe,
     assert train.main([str(write_recipe()), f"run_dir={tmp_path / 'run'}"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "error: WORLD_SIZE is set but RANK, LOCAL_RANK, LOCAL_WORLD_SIZE, NODE_RANK are not: launch with composer, "
-        "torchrun or srun, which set them all, or unset them to run one process (README: Launching)"]
+        "torchrun or srun, which set them all, or unset them to run one process (docs/launching.md)"]
     assert not (tmp_path / "run").exists()
 
 

@@ -33,7 +33,7 @@ from composer.utils.misc import model_eval_mode
 
 from rsb_composer.algorithms import channels_last_on
 from rsb_composer.checkpoints.safe_load import read_weights
-from rsb_composer.config import Choices, Config, ConfigError
+from rsb_composer.config import Choices, Config, ConfigError, nothing_to_check
 from rsb_composer.data import EvalSplit, build_eval_split
 from rsb_composer.data.real_labels import load_real_labels, real_correct
 from rsb_composer.trainer import build_eval_network
@@ -48,6 +48,7 @@ Forward = Callable[[Any, tuple[torch.Tensor, torch.Tensor]], torch.Tensor]
 
 
 def _plain(model: Any, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """One forward pass per image, as training evaluates."""
     return model.eval_forward(batch)
 
 
@@ -57,9 +58,10 @@ def _hflip(model: Any, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor
     return (model.eval_forward(batch) + model.eval_forward((inputs.flip(-1), targets))) / 2
 
 
+# A test-time augmentation takes no options: its doc is its docstring, and it has nothing to check.
 TTA: Choices[Forward] = Choices("--tta")
-TTA.add("none", _plain)
-TTA.add("hflip", _hflip)
+TTA.add("none", _plain, check=nothing_to_check)
+TTA.add("hflip", _hflip, check=nothing_to_check)
 
 
 @dataclass
