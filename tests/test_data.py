@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from rsb_composer.config import ConfigError, ToyConfig
+from rsb_composer.config import ConfigError, DataConfig, ToyConfig
 from rsb_composer.data.datasets import ImageFolderSplit, SyntheticImages, list_classes
 from rsb_composer.data.pipelines import PIPELINES
 from rsb_composer.data.toy import MARKER, ensure_toy_dataset
@@ -75,7 +75,8 @@ def test_train_and_eval_transforms_shapes_and_resize_rule(pipeline):
     chosen = PIPELINES.pick(pipeline)
     array = np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8)
     image = array if pipeline == "fast" else Image.fromarray(array)
-    train = chosen.train_transform(40, [0.08, 1.0], "bicubic", "rand-m7-mstd0.5-inc1")(image)
+    data = DataConfig(train_resolution=40, interpolation="bicubic", auto_augment="rand-m7-mstd0.5-inc1")
+    train = chosen.train_transform(data)(image)
     out = chosen.eval_transform(48, 0.75, "bicubic")(image)
     assert train.shape == (3, 40, 40) and out.shape == (3, 48, 48)
     if pipeline == "fast":  # uint8, normalised later on the device

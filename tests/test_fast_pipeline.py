@@ -22,6 +22,7 @@ from rsb_composer.config import DataConfig
 from rsb_composer.data import array_ops, decode, randaugment
 from rsb_composer.data.datasets import BAD_IMAGE_ERRORS
 from rsb_composer.data.normalization import IMAGENET_MEAN, IMAGENET_STD, ChannelsLastCollate, DeviceNormalize
+from rsb_composer.data.pipelines import PIPELINES
 from rsb_composer.data.toy import draw_example
 from rsb_composer.data.transforms import (
     RandomResizedCropFlip,
@@ -114,7 +115,7 @@ def test_crop_boxes_and_flips_follow_the_reference_distribution():
     torch.manual_seed(0)
     random.seed(0)
     fast = RandomResizedCropFlip(64, [0.08, 1.0], "bicubic")
-    reference = reference_train_transform(64, [0.08, 1.0], "bicubic", None)
+    reference = reference_train_transform(64, [0.08, 1.0], "bicubic")
     pil = Image.fromarray(image)
     n = 1000
     ours = [crop_geometry(np.asarray(fast(image), dtype=np.float64)) for _ in range(n)]
@@ -132,7 +133,7 @@ def test_crop_boxes_and_flips_follow_the_reference_distribution():
 
 def test_whole_image_resize_matches_the_reference_pixels():
     """With the crop fixed to the whole image, fast and reference differ only by resampling rounding."""
-    settings = (96, [1.0, 1.0], "bicubic", None)
+    settings = (96, [1.0, 1.0], "bicubic")
     image = photo(256, 192)  # 4:3, so the full-area crop is the whole image in both
     torch.manual_seed(0)  # each may still, rarely, draw a box a pixel short of the whole image
     random.seed(0)
@@ -238,7 +239,9 @@ def test_randaugment_ops_without_an_array_version_run_timms_pil_function():
 @pytest.mark.parametrize("auto_augment", ["rand-m7-mstd0.5-inc1", "rand-m9-n3-t3aw"])
 def test_fast_train_transform_pickles_for_spawned_workers(auto_augment):
     """Workers started by spawn or forkserver (macOS's default, Linux's from Python 3.14) get it pickled."""
-    transform = pickle.loads(pickle.dumps(fast_train_transform(32, [0.08, 1.0], "bicubic", auto_augment)))
+    data = DataConfig(train_resolution=32, interpolation="bicubic", auto_augment=auto_augment)
+    transform = pickle.loads(pickle.dumps(PIPELINES["fast"].train_transform(data)))
+    assert "ArrayRandAugment" in repr(transform)
     out = transform(photo(64, 48))
     assert out.shape == (3, 32, 32) and out.dtype == torch.uint8
 
@@ -248,7 +251,7 @@ def test_composer_randaugment_inserts_itself_before_the_uint8_conversion():
     from composer.utils import add_vision_dataset_transform
     from torchvision.datasets import VisionDataset
 
-    dataset = VisionDataset(root=None, transform=fast_train_transform(48, [0.08, 1.0], "bilinear", None))
+    dataset = VisionDataset(root=None, transform=fast_train_transform(48, [0.08, 1.0], "bilinear"))
     add_vision_dataset_transform(dataset, RandAugmentTransform(severity=9, depth=2))
     out = dataset.transform(photo())
     assert out.shape == (3, 48, 48) and out.dtype == torch.uint8

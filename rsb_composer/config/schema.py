@@ -60,6 +60,9 @@ class DataConfig:
     pipeline: str = "fast"  # fast: uint8 arrays, normalised on the device; reference: timm's PIL transforms
     index_cache: bool = True  # keep the ImageFolder file list beside the data (or in ~/.cache); relist on change
     auto_augment: str | None = None  # timm RandAugment string, e.g. rand-m7-mstd0.5-inc1 (the paper's)
+    # More augmentations of train images, one key each, its value the augmentation's options ({} for the
+    # defaults, null off), run in this order after RandAugment (rsb_composer/data/augmentations/).
+    augmentations: dict[str, Any] = field(default_factory=dict)
     repeated_augmentation: int = 0  # >1: timm's RepeatAugSampler with this many repeats (the paper's 3)
     batch_size: int | None = None  # per device; 256 when neither it nor global_batch_size is set
     # All devices together, instead of batch_size: each device takes global_batch_size / world size, so the

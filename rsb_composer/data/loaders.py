@@ -19,11 +19,11 @@ from composer.utils import dist
 from torch.utils.data import DataLoader, Dataset
 
 from rsb_composer.config import ConfigError, DataConfig, check, check_choice
+from rsb_composer.data.augmentations import check_augmentations
 from rsb_composer.data.batching import check_batching, resolve_batching
 from rsb_composer.data.datasets import ImageFolderSplit
 from rsb_composer.data.normalization import ChannelsLastCollate, DeviceNormalize
 from rsb_composer.data.pipelines import PIPELINES, Pipeline
-from rsb_composer.data.randaugment import check_auto_augment
 from rsb_composer.data.samplers import TrainSampler, eval_sampler, train_sampler
 from rsb_composer.data.sources import SOURCES
 from rsb_composer.data.split_dirs import folder_labels
@@ -64,8 +64,7 @@ def check_data(cfg: DataConfig, num_classes: int | None, check_paths: bool = Tru
     check(cfg.prefetch_factor >= 1, "data.prefetch_factor", cfg.prefetch_factor, "must be at least 1")
     check(0 <= cfg.max_bad_fraction <= 1, "data.max_bad_fraction", cfg.max_bad_fraction, "must be in [0, 1]")
     check(cfg.repeated_augmentation >= 0, "data.repeated_augmentation", cfg.repeated_augmentation, "must be >= 0")
-    if cfg.auto_augment is not None:
-        check_auto_augment(cfg.auto_augment, cfg.train_resolution, cfg.interpolation)
+    check_augmentations(cfg)
     source.check(cfg, num_classes, check_paths)
 
 
@@ -162,8 +161,7 @@ def build_loaders(cfg: DataConfig, seed: int, num_classes: int | None = None, ch
     cfg = _per_device(cfg)
     source, pipeline = SOURCES.pick(cfg.source), PIPELINES.pick(cfg.pipeline)
     classes = _classes(cfg, num_classes)
-    train_transform = pipeline.train_transform(cfg.train_resolution, cfg.crop_scale, cfg.interpolation,
-                                               cfg.auto_augment)
+    train_transform = pipeline.train_transform(cfg)
     train_set = source.split(cfg, "train", classes, train_transform, pipeline, seed, bad_log)
     val_set = _eval_split(cfg, classes, pipeline, seed)
     train = _loader(train_set, cfg, cfg.batch_size, train=True, seed=seed)

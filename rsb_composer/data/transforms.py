@@ -4,8 +4,9 @@
 resize + centre crop for evaluation, ending in float tensors normalised on the CPU.
 
 ``fast`` (the default): the same augmentations in the same order, drawn from the same distributions (timm's
-RandomResizedCrop sampling, a 0.5 flip, timm's RandAugment), on RGB arrays from :mod:`rsb_composer.data.decode`,
-passed from step to step without PIL images: crops are resized by torch's antialiased uint8 kernels, RandAugment's
+RandomResizedCrop sampling, a 0.5 flip, then those :mod:`rsb_composer.data.augmentations` switches on, such as
+timm's RandAugment), on RGB arrays from :mod:`rsb_composer.data.decode`, passed from step to step without PIL
+images: crops are resized by torch's antialiased uint8 kernels, RandAugment's
 ops run in OpenCV and numpy (:mod:`rsb_composer.data.randaugment`; PIL only for the few ops without an array
 version, and for transforms Composer's RandAugment or AugMix insert, see :class:`ArrayCompose`), and batches stay
 uint8 (a quarter of the bytes through worker queues, pinned memory and the host-to-device copy) until
@@ -27,7 +28,6 @@ from torchvision.transforms import InterpolationMode
 
 from rsb_composer import composer_fixes
 from rsb_composer.data.normalization import IMAGENET_MEAN, IMAGENET_STD
-from rsb_composer.data.randaugment import ArrayRandAugment
 
 INTERPOLATION = {
     "nearest": InterpolationMode.NEAREST,
@@ -50,17 +50,21 @@ def eval_resize_size(resolution: int, crop_pct: float) -> int:
 # --- reference ---------------------------------------------------------------------------------------------
 
 def reference_train_transform(resolution: int, crop_scale: Sequence[float], interpolation: str,
-                              auto_augment: str | None) -> T.Compose:
-    """timm's create_transform for these settings: RandomResizedCrop, flip, RandAugment, ToTensor, Normalize."""
+                              augmentations: Sequence[Callable] = ()) -> T.Compose:
+    """timm's create_transform for these settings (RandomResizedCrop, flip, ToTensor, Normalize), with the
+    augmentation steps (on PIL images) after the flip, where create_transform puts its RandAugment."""
     from timm.data import create_transform
 
     composer_fixes.apply_timm()
-    return create_transform(
+    transform = create_transform(
         resolution, is_training=True, scale=tuple(crop_scale), ratio=CROP_RATIO,
-        interpolation=interpolation, auto_augment=auto_augment,
+        interpolation=interpolation, auto_augment=None,
         color_jitter=None,  # the recipes have no colour jitter (timm's default would add 0.4)
         mean=IMAGENET_MEAN, std=IMAGENET_STD,
     )
+    first_tensor = next(i for i, step in enumerate(transform.transforms) if isinstance(step, T.ToTensor))
+    transform.transforms[first_tensor:first_tensor] = list(augmentations)
+    return transform
 
 
 def reference_eval_transform(resolution: int, crop_pct: float, interpolation: str) -> T.Compose:
@@ -166,12 +170,10 @@ class ResizeCenterCrop:
 
 
 def fast_train_transform(resolution: int, crop_scale: Sequence[float], interpolation: str,
-                         auto_augment: str | None) -> ArrayCompose:
-    steps: list[Callable] = [RandomResizedCropFlip(resolution, crop_scale, interpolation)]
-    if auto_augment:
-        steps.append(ArrayRandAugment(auto_augment, resolution, interpolation))
-    steps.append(ToUint8Tensor())
-    return ArrayCompose(steps)
+                         augmentations: Sequence[Callable] = ()) -> ArrayCompose:
+    """The crop and flip, the augmentation steps (:mod:`rsb_composer.data.augmentations`), a uint8 tensor."""
+    return ArrayCompose([RandomResizedCropFlip(resolution, crop_scale, interpolation), *augmentations,
+                         ToUint8Tensor()])
 
 
 def fast_eval_transform(resolution: int, crop_pct: float, interpolation: str) -> Callable:
