@@ -1,4 +1,5 @@
-"""Logs the project's metric keys: train/{loss,acc1,acc5} per epoch, train/lr per step, val/* per evaluation.
+"""Logs the project's metric keys: train/{loss,acc1,acc5} per epoch, train/lr per step, val/* per evaluation
+(one key per metric of the model's evaluation, val/NAME).
 
 Train accuracy is measured against each batch's original labels, read at AFTER_FORWARD, before MixUp, CutMix
 or label smoothing replace the targets (they act at BEFORE_LOSS). On a mixed batch the logits describe a blend
@@ -23,8 +24,6 @@ import torch
 from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
-
-VAL_METRICS = ("loss", "acc1", "acc5")
 
 
 class ClassificationMetrics(Callback):
@@ -115,8 +114,9 @@ class ClassificationMetrics(Callback):
         if state.dataloader_label != self.eval_label:
             return
         computed = state.eval_metrics[self.eval_label]
-        # Composer has computed (and cached) these at EVAL_END already; compute() returns the cached value.
-        logger.log_metrics({f"val/{name}": float(computed[name].compute()) for name in VAL_METRICS})
+        # Every metric of the model's evaluation (rsb_composer.eval_metrics), as val/NAME. Composer has computed
+        # (and cached) them at EVAL_END already; compute() returns the cached value.
+        logger.log_metrics({f"val/{name}": float(metric.compute()) for name, metric in computed.items()})
 
     def state_dict(self) -> dict[str, Any]:
         # Called on every rank when a checkpoint is saved; only rank 0's copy is written, so it holds the global

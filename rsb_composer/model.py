@@ -1,32 +1,24 @@
-"""The model: a ComposerClassifier around a torchvision ResNet, with top-1/top-5 accuracy and loss metrics."""
+"""The model: a ComposerClassifier around a torchvision ResNet, with the evaluation metrics of
+:mod:`rsb_composer.eval_metrics` (loss, top-1 and top-5 accuracy, ...)."""
 
 from __future__ import annotations
 
 import torch
 import torchvision
-from composer.metrics import CrossEntropy
 from composer.models import ComposerClassifier
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
 
 from rsb_composer import composer_fixes
 from rsb_composer.config import LossConfig, ModelConfig, check
+from rsb_composer.eval_metrics import build_eval_metrics
 from rsb_composer.losses import build_loss
-
-
-def accuracy_metrics(num_classes: int) -> dict[str, MulticlassAccuracy]:
-    """Micro-averaged top-1 and top-5 accuracy (top-5 capped at the class count), as fractions in [0, 1]."""
-    return {
-        "acc1": MulticlassAccuracy(num_classes=num_classes, top_k=1, average="micro"),
-        "acc5": MulticlassAccuracy(num_classes=num_classes, top_k=min(5, num_classes), average="micro"),
-    }
 
 
 def build_model(cfg: ModelConfig, num_classes: int, loss: LossConfig | None = None) -> ComposerClassifier:
     module = torchvision.models.get_model(
         cfg.arch, weights=None, num_classes=num_classes, zero_init_residual=cfg.zero_init_residual
     )
-    val_metrics = MetricCollection({**accuracy_metrics(num_classes), "loss": CrossEntropy()})
+    val_metrics = MetricCollection(build_eval_metrics(num_classes))
     # Train metrics are computed by callbacks.metrics against each batch's original labels (mixing algorithms
     # replace the targets before the loss), so the classifier keeps none of its own.
     model = ComposerClassifier(

@@ -16,6 +16,7 @@ import yaml
 from composer.utils import dist
 
 from rsb_composer.config import Config
+from rsb_composer.eval_metrics import val_keys
 
 # Composer's checkpoint names in checkpoints/ (its format strings), and rank 0's, which hold the whole state.
 CHECKPOINT_FORMAT = "ep{epoch}-ba{batch}-rank{rank}.pt"
@@ -25,8 +26,9 @@ CHECKPOINT = re.compile(r"^ep(\d+)-ba(\d+)-rank0\.pt$")  # rank 0's files named 
 
 
 # The project's metric keys, identical in every destination; metrics.csv has one column each, after the epoch
-# (an older metrics.csv without the later columns reads and resumes as is: its rows leave them empty).
-METRIC_KEYS = ("train/loss", "train/acc1", "train/acc5", "train/lr", "val/loss", "val/acc1", "val/acc5",
+# (an older metrics.csv without the later columns reads and resumes as is: its rows leave them empty). The val/
+# keys are the evaluation metrics' (rsb_composer.eval_metrics): val/loss, val/acc1, val/acc5, then any added.
+METRIC_KEYS = ("train/loss", "train/acc1", "train/acc5", "train/lr", *val_keys(),
                "perf/images_per_sec", "perf/data_wait", "perf/gpu_mem_peak_gib")
 GPU_ONLY_KEYS = ("perf/gpu_mem_peak_gib",)  # measured on GPUs only: empty in a CPU run
 COLUMNS = ("epoch", *METRIC_KEYS)

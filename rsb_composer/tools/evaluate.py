@@ -40,7 +40,6 @@ from rsb_composer.trainer import build_eval_network
 
 log = logging.getLogger(__name__)
 
-VAL_KEYS = ("val/loss", "val/acc1", "val/acc5")  # the trainer's own val metrics (model.py)
 REAL_ACC1 = "real/acc1"
 MIN_RESOLUTION = 16
 
@@ -164,7 +163,7 @@ def _evaluate_at(trainer: Trainer, split: EvalSplit, resolution: int, labels: li
                     model.update_metric(batch, outputs, metric)
             if labels is not None:
                 predictions.append(outputs.argmax(dim=1).cpu())
-    row = {f"val/{name}": float(metrics[name].compute()) for name in ("loss", "acc1", "acc5")}
+    row = {f"val/{name}": float(metric.compute()) for name, metric in metrics.items()}  # val/loss, val/acc1, ...
     if labels is None:
         return row, None
     # The sampler says which image each prediction is for (one process reads them all, in order).
