@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from rsb_composer import composer_fixes
-from rsb_composer.config import Choices, ConfigError, LossConfig, check, options_set_but_unread
+from rsb_composer.config import Choices, ConfigError, LossConfig, check, nothing_to_check, options_set_but_unread
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -40,9 +40,15 @@ def _bce(target_threshold: float | None, sum_classes: bool) -> Loss:
     return BinaryCrossEntropy(smoothing=0.0, target_threshold=target_threshold, sum_classes=sum_classes)
 
 
+def _check_bce(cfg: LossConfig) -> None:
+    if cfg.target_threshold is not None:
+        check(0 <= cfg.target_threshold < 1, "loss.target_threshold", cfg.target_threshold, "must be in [0, 1)")
+
+
+# A loss's doc is its builder's docstring; its check, the checks of the loss.* options it reads.
 LOSSES: Choices[LossChoice] = Choices("loss.name")
-LOSSES.add("cross_entropy", LossChoice(_cross_entropy))
-LOSSES.add("bce", LossChoice(_bce, ("target_threshold", "sum_classes")))
+LOSSES.add("cross_entropy", LossChoice(_cross_entropy), doc=_cross_entropy.__doc__, check=nothing_to_check)
+LOSSES.add("bce", LossChoice(_bce, ("target_threshold", "sum_classes")), doc=_bce.__doc__, check=_check_bce)
 
 
 def build_loss(cfg: LossConfig) -> Loss:
@@ -51,9 +57,9 @@ def build_loss(cfg: LossConfig) -> Loss:
 
 
 def check_loss(cfg: LossConfig) -> None:
+    """An option the chosen loss does not read is refused (naming the losses that read it), then the loss's own."""
     choice = LOSSES.pick(cfg.name)
     for key in options_set_but_unread(cfg, choice.options):
         readers = [name for name, other in LOSSES.items() if key in other.options]
         raise ConfigError(f"loss.{key}={getattr(cfg, key)!r}: only applies to loss.name={' or '.join(readers)}")
-    if cfg.target_threshold is not None:
-        check(0 <= cfg.target_threshold < 1, "loss.target_threshold", cfg.target_threshold, "must be in [0, 1)")
+    LOSSES.check(cfg.name, cfg)

@@ -14,7 +14,7 @@ from rsb_composer.config import Choices, ConfigError, nothing_to_check
 
 # Registries whose entries still lack a doc or a check, by their config key: each owner empties this as their
 # entries get both (strict: an entry list that passes makes the test say so, so the name comes off the list).
-NOT_YET_COMPLETE = {"loss.name"}
+NOT_YET_COMPLETE: set[str] = set()
 
 SCRIPTS = {"rsb_composer.train"}  # the launcher's script: run, not imported
 
