@@ -20,7 +20,7 @@ from rsb_composer.tools.stack import OPENCV_VARIANTS, SHOWN, Gpu, Stack, read_st
 
 __all__ = ["RULES", "Finding", "Gpu", "Stack", "diagnose", "doctor", "read_stack"]
 
-# The stacks the suite runs on (README.md, "Tested stacks"; .ci/run runs both ends for torch).
+# The stacks the suite runs on (docs/stacks.md, "Tested stacks"; .ci/run runs both ends for torch).
 TESTED_PYTHON = ("3.11", "3.13")
 TESTED_TORCH = ("2.7.0", "2.14.1")
 TESTED_TORCHMETRICS = ("1.4", "1.9")
