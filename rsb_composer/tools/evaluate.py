@@ -36,6 +36,7 @@ from rsb_composer.checkpoints.safe_load import read_weights
 from rsb_composer.config import Choices, Config, ConfigError, nothing_to_check
 from rsb_composer.data import EvalSplit, build_eval_split
 from rsb_composer.data.real_labels import load_real_labels, real_correct
+from rsb_composer.eval_metrics import EVAL_METRICS
 from rsb_composer.trainer import build_eval_network
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,8 @@ def _evaluate_at(trainer: Trainer, split: EvalSplit, resolution: int, labels: li
                     model.update_metric(batch, outputs, metric)
             if labels is not None:
                 predictions.append(outputs.argmax(dim=1).cpu())
-    row = {f"val/{name}": float(metric.compute()) for name, metric in metrics.items()}  # val/loss, val/acc1, ...
+    # Every evaluation metric (rsb_composer.eval_metrics) in the keys' order: val/loss, val/acc1, val/acc5, ...
+    row = {f"val/{name}": float(metrics[name].compute()) for name in EVAL_METRICS}
     if labels is None:
         return row, None
     # The sampler says which image each prediction is for (one process reads them all, in order).
