@@ -7,6 +7,7 @@ import importlib
 import json
 import pkgutil
 import random
+import re
 import sys
 from types import SimpleNamespace
 
@@ -18,11 +19,13 @@ from PIL import Image
 import callbacks
 import rsb_composer
 from rsb_composer.config import Choices, ConfigError, import_submodules, nothing_to_check
+from tests.helpers import REPO
 
 # Registries whose entries still lack a doc or a check, by their config key: each owner empties this as their
 # entries get both (strict: an entry list that passes makes the test say so, so the name comes off the list).
 NOT_YET_COMPLETE: set[str] = set()
 
+EXAMPLES = REPO / "tests" / "registry_examples"  # docs/development.md's worked examples
 SCRIPTS = {"rsb_composer.train"}  # the launcher's script: run, not imported
 
 
@@ -272,3 +275,12 @@ def test_a_run_uses_the_three_examples_end_to_end(registered, write_recipe, tmp_
     assert evaluation["step"] == 8 and 0 <= evaluation["val/acc1_macro"] <= 1
     assert evaluation["val/acc1_macro"] == pytest.approx(evaluation["val/acc1"], abs=1e-6)  # balanced toy val
     assert any("train/loss" in entry for entry in logged)
+
+
+@pytest.mark.parametrize(("heading", "module"), [
+    ("A tracker", "jsonl_tracker"), ("An augmentation", "random_grayscale"),
+    ("An evaluation metric", "balanced_accuracy")])
+def test_the_docs_show_each_worked_example_as_tested_here(heading, module):
+    page = (REPO / "docs" / "development.md").read_text()
+    section = page.split(f"\n### {heading}\n", 1)[1].split("\n#", 1)[0]
+    assert re.findall(r"```python\n(.*?)```", section, re.S) == [(EXAMPLES / f"{module}.py").read_text()]
