@@ -14,6 +14,7 @@ from rsb_composer import cli, train
 from rsb_composer.checkpoints.resume import check_resume_geometry
 from rsb_composer.config import ConfigError
 from rsb_composer.recipe import load_recipe
+from rsb_composer.trainer import build_trainer
 from tests.helpers import COMPOSER, REPO, TRAIN_PY, free_port, run, subprocess_env
 
 A2 = REPO / "yamls" / "a2.yaml"
@@ -87,7 +88,7 @@ def _one_step(recipe, run_dir, *extra):
     config = load_recipe(recipe, [f"run_dir={run_dir}", "max_duration=1ba", "precision=fp32", "data.batch_size=null",
                                   "data.global_batch_size=32", "algorithms.mixup=null", "algorithms.cutmix=null",
                                   "optimizer.name=lamb", "optimizer.lr=0.01", *extra])
-    trainer = train.build_trainer(config)
+    trainer = build_trainer(config)
     _no_batch_statistics(trainer.state.model.module)
     start = trainer.state.model.module.conv1.weight.detach().clone()
     trainer.fit()
@@ -172,7 +173,7 @@ def test_mixup_or_cutmix_chooses_and_mixes_within_each_microbatch(write_recipe, 
 
     config = load_recipe(write_recipe(), [f"run_dir={tmp_path / 'run'}", "max_duration=1ba", "data.batch_size=null",
                                           "data.global_batch_size=8", "data.microbatch_size=4"])
-    trainer = train.build_trainer(config)
+    trainer = build_trainer(config)
     mixing = next(a for a in trainer.state.algorithms if isinstance(a, MixUpOrCutMix))
     seen = []
     original = mixing.apply
@@ -199,14 +200,14 @@ def test_microbatch_auto_goes_to_composer_on_a_gpu(write_recipe, tmp_path, monke
     def recorder(**kwargs):
         raise Recorded(kwargs)
 
-    monkeypatch.setattr(train, "resolve_device", lambda: "gpu")
-    monkeypatch.setattr(train, "check_devices", lambda launch, gpus: None)  # no GPU to count here
-    monkeypatch.setattr(train, "init_distributed", lambda launch, device, timeout: None)  # one process: nothing to join
-    monkeypatch.setattr(train, "Trainer", recorder)
+    monkeypatch.setattr("rsb_composer.trainer.resolve_device", lambda: "gpu")
+    monkeypatch.setattr("rsb_composer.trainer.check_devices", lambda launch, gpus: None)  # no GPU to count here
+    monkeypatch.setattr("rsb_composer.trainer.init_distributed", lambda launch, device, timeout: None)  # one process: nothing to join
+    monkeypatch.setattr("rsb_composer.trainer.Trainer", recorder)
     config = load_recipe(write_recipe(), [f"run_dir={tmp_path / 'run'}", "data.batch_size=null",
                                           "data.global_batch_size=16", "data.microbatch_size=auto"])
     with pytest.raises(Recorded) as recorded:
-        train.build_trainer(config)
+        build_trainer(config)
     kwargs = recorded.value.args[0]
     assert kwargs["device_train_microbatch_size"] == "auto" and kwargs["device"] == "gpu"
     assert kwargs["train_dataloader"].dataloader.batch_size == 16

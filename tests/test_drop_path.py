@@ -8,10 +8,11 @@ import torchvision
 from composer.functional import apply_stochastic_depth
 from torchvision.models.resnet import Bottleneck
 
-from rsb_composer import cli, train
+from rsb_composer import cli
 from rsb_composer.checkpoints.export import export_checkpoint
 from rsb_composer.drop_path import DROP_PATH_TARGET
 from rsb_composer.recipe import load_recipe
+from rsb_composer.trainer import build_eval_trainer, build_trainer
 from tests.helpers import REPO, TINY_TOY
 
 
@@ -95,7 +96,7 @@ def _a1_checkpoint(tmp_path, toy_dir, *overrides):
     BatchNorm, saved as a checkpoint; the config, the file and the network's evaluation output on a fixed input."""
     config = load_recipe(REPO / "yamls" / "a1.yaml", [*SMALL, f"data.path={toy_dir}", f"run_dir={tmp_path / 'run'}",
                                                       *overrides])
-    trainer = train.build_trainer(config)
+    trainer = build_trainer(config)
     network = trainer.state.model.module
     _trained_looking(network)
     path = tmp_path / "a1.pt"
@@ -117,7 +118,7 @@ def _exported(path, out, x):
 
 
 def _eval_network(config, path, x):
-    trainer = train.build_eval_trainer(config, path)
+    trainer = build_eval_trainer(config, path)
     network = trainer.state.model.module.eval()
     with torch.no_grad():
         out = network(x.contiguous(memory_format=torch.channels_last))

@@ -9,6 +9,7 @@ from safetensors.torch import save_file
 
 from rsb_composer import cli, train
 from rsb_composer.recipe import load_recipe
+from rsb_composer.trainer import build_trainer
 
 # Small enough for an epoch of 2 steps (10 classes) or 1 step (5 classes) at the tiny recipe's batch of 8.
 TOY10 = "{num_classes: 10, train_per_class: 2, val_per_class: 2, image_size: 40}"
@@ -45,7 +46,7 @@ def test_a_five_class_run_starts_from_a_ten_class_runs_network(kind, ten_class_r
     recipe, *overrides = _five_class(write_recipe, tmp_path, source)
     config = load_recipe(recipe, overrides)
     with caplog.at_level(logging.INFO):
-        trainer = train.build_trainer(config)
+        trainer = build_trainer(config)
     network = trainer.state.model.module.state_dict()
     for key, value in weights.items():
         if not key.startswith("fc."):
