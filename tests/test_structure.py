@@ -107,3 +107,17 @@ def test_builders_never_import_the_layers_above_them():
     upward = {name: sorted(t for t in targets if _upper(t)) for name, targets in edges.items()
               if name.startswith("rsb_composer.") and not _upper(name)}
     assert {name: targets for name, targets in upward.items() if targets} == {}
+
+
+def test_train_py_is_a_thin_script_that_imports_nothing_heavy():
+    """The launcher's script: its path fix, arguments and exit statuses; the assembly lives in trainer.py. Importing
+    it (the Python API) neither exits nor imports Composer, which reads the rank variables the script checks first."""
+    import subprocess
+    import sys
+
+    script = (REPO / "rsb_composer" / "train.py").read_text()
+    assert script.count("noqa") <= 2
+    probe = "import sys, rsb_composer.train; print(sorted(m for m in ('composer', 'torch') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True).stdout
+    assert out.strip() == "[]"
+    assert "def __getattr__" in script and "from rsb_composer.trainer import build_trainer" in script
