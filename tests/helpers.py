@@ -6,10 +6,17 @@ Imported by test modules as ``from tests.helpers import ...``; conftest.py holds
 from __future__ import annotations
 
 import os
+import queue
 import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_PY = REPO / "rsb_composer" / "train.py"
@@ -18,6 +25,10 @@ COMPOSER = [sys.executable, "-m", "composer.cli.launcher"]
 
 # One toy set for the whole suite (shared through the toy_dir fixture): 4 classes, 16 + 6 images each, 40 px.
 TINY_TOY = "{num_classes: 4, train_per_class: 16, val_per_class: 6, image_size: 40}"
+
+# Smaller still, for runs that only need a checkpoint of the tiny recipe (to resume, refuse or start from): 4 + 2
+# images a class, epochs of 2 steps.
+SMALL_TOY = "{num_classes: 4, train_per_class: 4, val_per_class: 2, image_size: 40}"
 
 TINY_RECIPE = """\
 max_duration: 2ep
@@ -97,6 +108,42 @@ def start(args: list, env: dict[str, str] | None = None, cwd: Path | None = None
     """Start ``python ARGS`` in the background, stdout and stderr together as text."""
     return subprocess.Popen([sys.executable, *map(str, args)], env=env or subprocess_env(), cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def _output_tail(process: subprocess.Popen | None) -> str:
+    """The end of an exited process's piped output (nothing if it was not piped or is still running: reading a
+    running process's pipe would block)."""
+    if process is None or process.poll() is None or process.stdout is None:
+        return ""
+    out = process.stdout.read()
+    return (out if isinstance(out, str) else out.decode(errors="replace"))[-4000:]
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, process: subprocess.Popen | None = None,
+             interval: float = 0.05) -> T:
+    """Poll ``predicate`` every ``interval`` s until it returns something true, and return that. The test fails
+    naming ``what`` after ``timeout`` s, or as soon as ``process`` (the one expected to bring it about) exits,
+    with the end of its output."""
+    deadline = time.monotonic() + timeout
+    while not (result := predicate()):
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"gave up waiting for {what}: the process exited with {process.returncode}\n"
+                                 + _output_tail(process))
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what} after {timeout:.0f} s")
+        time.sleep(interval)
+    return result
+
+
+def read_line(process: subprocess.Popen, timeout: float, what: str) -> str:
+    """The next line of ``process``'s piped text stdout; the test fails naming ``what`` if none comes within
+    ``timeout`` s (a reader thread, as a pipe's readline has no time limit; it ends when the process does)."""
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: lines.put(process.stdout.readline()), daemon=True).start()
+    try:
+        return lines.get(timeout=timeout)
+    except queue.Empty:
+        raise AssertionError(f"gave up waiting for {what}: no line from the process in {timeout:.0f} s") from None
 
 
 def latest_weights(run_dir: Path) -> dict:

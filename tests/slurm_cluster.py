@@ -116,7 +116,7 @@ class SlurmCluster:
                                                task_plugin=self.task_plugin))
         self._spawn(["slurmctld", "-D", "-i", "-f", str(self.conf)])
         self._spawn(["slurmd", "-D", "-f", str(self.conf)])
-        self._wait(self._node_ready, timeout, "the node did not become idle")
+        self._wait(self.node_idle, timeout, "the node did not become idle")
 
     def stop(self) -> None:
         try:
@@ -156,7 +156,8 @@ class SlurmCluster:
         log = open(self.root / f"{Path(args[0]).name}.out", "w")  # noqa: SIM115 - closed with the folder
         self.daemons.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, **popen))
 
-    def _node_ready(self) -> bool:
+    def node_idle(self) -> bool:
+        """The node is up and runs nothing (a daemon that exited raises, with the logs)."""
         for process in self.daemons:
             if process.poll() is not None:
                 raise RuntimeError(f"{process.args[0]} exited with {process.returncode}\n{self.logs()}")

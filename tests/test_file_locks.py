@@ -11,13 +11,12 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from rsb_composer import node_lock as locks
 from rsb_composer.checkpoints.resume import repair_latest
-from tests.helpers import REPO
+from tests.helpers import REPO, wait_for
 
 
 @pytest.fixture(params=[errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK])
@@ -54,24 +53,18 @@ def refuse(fd, operation):
 locks.fcntl.flock = refuse
 with locks.node_lock(Path(sys.argv[1])) as held:
     assert held
-    release = Path(sys.argv[2])
-    while not release.exists():
+    release, deadline = Path(sys.argv[2]), time.monotonic() + 120
+    while not release.exists():  # held until the test says so (or gives up)
+        assert time.monotonic() < deadline, "the test never released the lock"
         time.sleep(0.02)
 """
-
-
-def _wait_for(path: Path, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} did not appear in {seconds} s"
-        time.sleep(0.02)
 
 
 def test_never_two_holders_without_flock(no_flock, tmp_path, caplog):
     lock, release = tmp_path / "index.lock", tmp_path / "release"
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(lock), str(release)], cwd=REPO)
     try:
-        _wait_for(lock.with_name("index.lock.owner"))
+        wait_for(lock.with_name("index.lock.owner").exists, 60, "the holder's owner file", holder)
         with caplog.at_level(logging.WARNING), locks.node_lock(lock, timeout=0.3) as held:
             assert held is False  # the other process holds it
         assert f"held by {socket.gethostname()} {holder.pid}" in caplog.text
@@ -118,13 +111,15 @@ def slow_judge(owner):  # a slow shared filesystem: time passes between reading 
     return why
 locks._stale = slow_judge
 lock, journal, go = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
-while not go.exists():
+deadline = time.monotonic() + 120
+while not go.exists():  # all contenders start together
+    assert time.monotonic() < deadline, "the test never said go"
     time.sleep(0.005)
 with locks.node_lock(lock, timeout=60) as held:
     assert held
     with open(journal, "a") as out:
         out.write(f"in {os.getpid()}\\n")
-    time.sleep(0.1)
+    time.sleep(0.1)  # inside long enough that a second holder would write its "in" before this "out"
     with open(journal, "a") as out:
         out.write(f"out {os.getpid()}\\n")
 """

@@ -1,6 +1,7 @@
 """rsb-composer gpu-check: its rows as subprocesses with time limits, its files, and the CPU subset here."""
 
 import json
+import subprocess
 import sys
 
 import pytest
@@ -10,15 +11,26 @@ from rsb_composer.tools.gpu_check import Check
 from tests.helpers import cli
 
 
-def test_a_row_reports_figures_a_failure_a_timeout_or_no_time_left(tmp_path):
+def test_a_row_reports_figures_a_failure_a_timeout_or_no_time_left(tmp_path, monkeypatch):
+    # A row's limit is at least 10 s (less is "no time left"), so the hung row's is 11 s. Its child hangs for real
+    # and subprocess.run's own timeout kills it, after 1 s rather than 11: the row reports the limit it was given.
+    limits = []
+    real_run = subprocess.run
+
+    def recorded(argv, *, timeout, **kwargs):
+        limits.append(timeout)
+        return real_run(argv, timeout=1 if timeout == 11 else timeout, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", recorded)
     check = Check(tmp_path / "out", budget_s=60)
     python = [sys.executable, "-c"]
     assert check.command("ok", [*python, "print('noise'); print('{\"images_per_sec\": 5.0}')"], "ok", 30)[
         "images_per_sec"] == 5.0
     assert check.command("bad", [*python, "import sys; sys.exit('broken data')"], "bad", 30) is None
-    assert check.command("slow", [*python, "import time; time.sleep(30)"], "slow", 11) is None
+    assert check.command("slow", [*python, "import time; time.sleep(300)"], "slow", 11) is None  # hangs
     check.deadline = 0  # the budget is spent
     assert check.command("late", [*python, "print('{}')"], "late", 30) is None
+    assert limits == [30, 30, 11]  # each row's own limit; the late one never started
     report = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
     assert report["gpu"] is torch.cuda.is_available() and report["rows"]["ok"]["command"] == "ok"
     assert report["rows"]["bad"]["error"] == "exit 1: broken data"

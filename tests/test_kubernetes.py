@@ -10,7 +10,6 @@ import shlex
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import PurePosixPath
 
 import psutil
@@ -19,7 +18,7 @@ import yaml
 
 from rsb_composer import launch
 from rsb_composer.config import load_config
-from tests.helpers import REPO, RUN, free_port
+from tests.helpers import REPO, RUN, free_port, wait_for
 
 POD_SCRIPT = REPO / "scripts" / "kubernetes" / "train.sh"
 MANIFEST = REPO / "scripts" / "kubernetes" / "pytorchjob.yaml"
@@ -45,10 +44,7 @@ def test_the_pod_command_hands_sigterm_to_the_training_processes_which_save(refe
     pod = subprocess.Popen([*wrapper, "bash", str(POD_SCRIPT), "1", "2", str(recipe), *RUN, f"run_dir={run_dir}"],
                            env={**env, **operator}, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            text=True)
-    deadline = time.time() + 240
-    while not (run_dir / "checkpoints" / "ep0-ba2-rank0.pt").exists():
-        assert time.time() < deadline and pod.poll() is None, pod.stdout.read()[-4000:]
-        time.sleep(0.1)
+    wait_for((run_dir / "checkpoints" / "ep0-ba2-rank0.pt").exists, 240, "the first checkpoint", pod)
     first = psutil.Process(pod.pid).children()[0].pid if wrapper else pod.pid  # the pod's first process
     os.kill(first, signal.SIGTERM)  # what the kubelet sends when it stops the pod
     out, _ = pod.communicate(timeout=120)

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from rsb_composer.slurm_lists import expand_hostlist
-from tests.helpers import REPO, RUN, TRAIN_PY, finish, metrics_table, same_weights
+from tests.helpers import REPO, RUN, TRAIN_PY, finish, metrics_table, same_weights, wait_for
 from tests.slurm_cluster import SlurmCluster, missing
 
 SBATCH_SCRIPT = REPO / "scripts" / "slurm" / "train.sbatch"
@@ -87,7 +87,11 @@ def test_the_sbatch_script_saves_requeues_and_resumes_at_the_time_limit_signal(s
     # SLURM holds a requeued job back two minutes before it may start again; let this one start sooner, but not
     # within the second slurmd revoked the killed start's credential: revocation is kept in whole seconds, and a
     # new credential of the same job from that second is refused ("Job N already killed, do not launch batch job").
-    time.sleep(2)
+    # slurmd revokes it first thing when told to end the start, and the node is idle once that has finished; the
+    # wait after that is for the clock to leave that whole second.
+    wait_for(slurm.node_idle, 120, "the node to be idle after the requeue")
+    revoked_by = int(time.time())
+    wait_for(lambda: int(time.time()) > revoked_by, 5, "the clock's next whole second")
     slurm.run("scontrol", "update", f"JobId={job}", "StartTime=now")
     while "JobState=COMPLETED" not in (info := state()):
         assert "JobState=FAILED" not in info and "JobState=CANCELLED" not in info, (

@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from rsb_composer.config import ConfigError, ToyConfig
 from rsb_composer.data.datasets import list_classes
 from rsb_composer.data.streaming import StreamingImages, convert_imagefolder
 from rsb_composer.data.toy import ensure_toy_dataset
-from tests.helpers import COMPOSER, TRAIN_PY, free_port, metrics_table, run, same_weights
+from tests.helpers import COMPOSER, TRAIN_PY, free_port, metrics_table, read_line, run, same_weights, wait_for
 
 TOY = ToyConfig(num_classes=4, train_per_class=16, val_per_class=6, image_size=40)
 
@@ -93,7 +92,7 @@ def test_a_cache_in_use_and_one_left_registered_get_a_one_line_error_with_the_fi
     cache = tmp_path / "cache"
     hold = ("import time\nfrom rsb_composer.data.streaming import StreamingImages\n"
             f"d = StreamingImages({str(out)!r}, {str(cache)!r}, 'train', shuffle=False, batch_size=4, "
-            "transform=None, seed=0)\nprint('registered', flush=True)\ntime.sleep(300)\n")
+            "transform=None, seed=0)\nprint('registered', flush=True)\ntime.sleep(300)\n")  # alive till killed
     live = subprocess.Popen([sys.executable, "-c", hold], env=subprocess_env, stdout=subprocess.PIPE, text=True,
                             start_new_session=True)
 
@@ -101,7 +100,7 @@ def test_a_cache_in_use_and_one_left_registered_get_a_one_line_error_with_the_fi
         return StreamingImages(str(out), str(cache), "train", shuffle=False, batch_size=4, transform=None, seed=0)
 
     try:
-        assert live.stdout.readline().strip() == "registered"
+        assert read_line(live, 120, "the holder's registration").strip() == "registered"
         with pytest.raises(ConfigError, match=r"data.local: another streaming dataset on this node reads shards "
                                               r"through .*cache/train"):
             open_cache()
@@ -145,11 +144,10 @@ def test_streaming_resumes_mid_epoch_at_the_right_sample(shards, write_recipe, t
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     interrupted = launch("b")
-    deadline = time.time() + 300
-    while not (tmp_path / "b" / "checkpoints" / "ep1-ba8-rank0.pt").exists():
-        assert time.time() < deadline and interrupted.poll() is None
-        time.sleep(0.05)
-    time.sleep(0.5)
+    # Epoch 1's checkpoint is written after its last batch's SIGTERM check (callbacks/preemption.py): the flag is
+    # read next after a batch of epoch 2, so the signal sent now is answered mid-epoch 2.
+    wait_for((tmp_path / "b" / "checkpoints" / "ep1-ba8-rank0.pt").exists, 300, "epoch 1's checkpoint",
+             interrupted)
     interrupted.send_signal(signal.SIGTERM)
     output, _ = interrupted.communicate(timeout=120)
     assert interrupted.returncode == 0 and "SIGTERM: saved" in output

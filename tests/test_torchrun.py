@@ -5,11 +5,10 @@ loopback, static and with the c10d rendezvous, each ending with exactly the weig
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.helpers import RUN, TRAIN_PY, finish, free_port, metrics_table, same_weights
+from tests.helpers import RUN, TRAIN_PY, finish, free_port, metrics_table, same_weights, wait_for
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]  # the `torchrun` command of this interpreter
 
@@ -28,10 +27,7 @@ def test_torchrun_two_workers_preempted_resume_like_composer_n2_and_a_rerun_find
     # Checkpoints at epoch ends only: the one in the middle of epoch 3 is the preemption's.
     extra = ["checkpoints.save_interval=1ep"]
     agent = _torchrun(one_node, recipe, run_dir, env, tmp_path, extra)
-    deadline = time.time() + 240
-    while not (run_dir / "checkpoints" / "ep1-ba4-rank0.pt").exists():
-        assert time.time() < deadline and agent.poll() is None, agent.stdout.read()[-4000:]
-        time.sleep(0.1)
+    wait_for((run_dir / "checkpoints" / "ep1-ba4-rank0.pt").exists, 240, "epoch 1's checkpoint", agent)
     agent.send_signal(signal.SIGTERM)  # as a scheduler stops a job: to the launcher, which passes it on
     out, _ = agent.communicate(timeout=120)
     assert "launch: torchrun, world size 2 (2 per node here, 1 node)" in out
