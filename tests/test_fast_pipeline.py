@@ -55,7 +55,8 @@ def unnormalize(tensor: torch.Tensor) -> np.ndarray:
 
 
 def photo(width: int = 300, height: int = 220, seed: int = 0) -> np.ndarray:
-    return np.asarray(draw_example(3, 10, (width, height), np.random.default_rng(seed), texture="fractal"))
+    # A writable array, as decode_rgb's are (the fast pipeline's tensors are views of its arrays).
+    return np.array(draw_example(3, 10, (width, height), np.random.default_rng(seed), texture="fractal"))
 
 
 def jpeg_bytes(image: np.ndarray | Image.Image, format: str = "JPEG") -> bytes:
