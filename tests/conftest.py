@@ -7,9 +7,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.helpers import TINY_RECIPE, TINY_TOY, finish, launch_composer, tiny_recipe
 from tests.helpers import subprocess_env as make_env
+
+# One thread per process, as the trainer's subprocesses get (helpers.subprocess_env): the CPUs are shared with
+# other processes (data workers, launched ranks, other jobs), and a second thread then mostly waits for a core.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

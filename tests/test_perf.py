@@ -26,10 +26,10 @@ class Images(Dataset):
         self.delay = delay
 
     def __len__(self) -> int:
-        return 32
+        return 16  # 4 steps an epoch
 
     def __getitem__(self, index: int):
-        time.sleep(self.delay)
+        time.sleep(self.delay)  # the slow loader under test
         return torch.rand(3, 4, 4), index % 2
 
 
