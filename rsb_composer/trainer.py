@@ -220,12 +220,15 @@ def build_eval_network(config: Config, weights: dict[str, torch.Tensor], source:
     device = resolve_device()
     config.model.num_classes = config.model.num_classes or num_classes
     shaping = {name: args for name, args in config.algorithms.items() if name in NETWORK_ALGORITHMS}
-    trainer = Trainer(
-        run_name=config.run_name, model=build_model(config.model, config.model.num_classes, config.loss),
-        eval_dataloader=eval_dataloader, algorithms=build_algorithms(shaping), loggers=[],
-        progress_bar=False, log_to_console=False, device=device,
-        precision=resolve_precision(config.precision, device), seed=config.seed,
-    )
+    with warnings.catch_warnings():
+        # It never steps an optimizer; Composer's advice that it made a default one is noise in eval and export.
+        warnings.filterwarnings("ignore", message="No optimizer was specified", category=UserWarning)
+        trainer = Trainer(
+            run_name=config.run_name, model=build_model(config.model, config.model.num_classes, config.loss),
+            eval_dataloader=eval_dataloader, algorithms=build_algorithms(shaping), loggers=[],
+            progress_bar=False, log_to_console=False, device=device,
+            precision=resolve_precision(config.precision, device), seed=config.seed,
+        )
     load_network(trainer.state.model.module, weights, source)
     return trainer
 

@@ -202,7 +202,8 @@ def test_microbatch_auto_goes_to_composer_on_a_gpu(write_recipe, tmp_path, monke
 
     monkeypatch.setattr("rsb_composer.trainer.resolve_device", lambda: "gpu")
     monkeypatch.setattr("rsb_composer.trainer.check_devices", lambda launch, gpus: None)  # no GPU to count here
-    monkeypatch.setattr("rsb_composer.trainer.init_distributed", lambda launch, device, timeout: None)  # one process: nothing to join
+    # one process: nothing to join
+    monkeypatch.setattr("rsb_composer.trainer.init_distributed", lambda launch, device, timeout: None)
     monkeypatch.setattr("rsb_composer.trainer.Trainer", recorder)
     config = load_recipe(write_recipe(), [f"run_dir={tmp_path / 'run'}", "data.batch_size=null",
                                           "data.global_batch_size=16", "data.microbatch_size=auto"])
