@@ -152,11 +152,14 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimizerConfig, lr: float) -> 
 
 
 def check_optimizer(cfg: OptimizerConfig) -> None:
-    """The options every optimizer reads, then the chosen optimizer's own (an option it does not read is warned
-    about when it is built)."""
+    """The options every optimizer reads, the chosen optimizer's own check, and every other option's value too: a
+    value no optimizer could take is refused even where the chosen one does not read it (it is also warned about,
+    as unused, when the optimizer is built)."""
     OPTIMIZERS.pick(cfg.name)
     check(cfg.lr > 0, "optimizer.lr", cfg.lr, "must be > 0")
     check(cfg.reference_batch_size >= 1, "optimizer.reference_batch_size", cfg.reference_batch_size,
           "must be >= 1")
     check(cfg.weight_decay >= 0, "optimizer.weight_decay", cfg.weight_decay, "must be >= 0")
     OPTIMIZERS.check(cfg.name, cfg)
+    for check_option in OPTION_CHECKS.values():
+        check_option(cfg)

@@ -73,13 +73,16 @@ def test_an_unknown_optimizer_is_refused_with_the_closest_name():
         check_optimizer(OptimizerConfig(name="loin"))
 
 
-def test_an_optimizers_check_is_the_checks_of_the_options_it_reads():
+def test_an_optimizers_check_is_the_checks_of_the_options_it_reads_and_no_option_escapes_its_check():
     with pytest.raises(ConfigError, match=r"^optimizer.betas=\[0.9, 1.5\]: must be \[beta1, beta2\]"):
         check_optimizer(OptimizerConfig(name="lamb", betas=[0.9, 1.5]))
     with pytest.raises(ConfigError, match=r"^optimizer.nesterov=True: needs optimizer.momentum > 0$"):
         check_optimizer(OptimizerConfig(name="sgd", nesterov=True, momentum=0.0))
-    # Lion reads betas only: its eps is never used (build_optimizer warns that it is set), so it is not refused.
-    check_optimizer(OptimizerConfig(name="lion", eps=-1.0))
+    # A value no optimizer could take is refused even where the chosen one does not read it.
+    with pytest.raises(ConfigError, match=r"^optimizer.momentum=1.5: must be in \[0, 1\)$"):
+        check_optimizer(OptimizerConfig(name="lamb", momentum=1.5))
+    with pytest.raises(ConfigError, match=r"^optimizer.eps=-1.0: must be > 0$"):
+        check_optimizer(OptimizerConfig(name="sgd", eps=-1.0))
     with pytest.raises(ConfigError, match=r"^optimizer.lr=0.0: must be > 0$"):
         check_optimizer(OptimizerConfig(name="lion", lr=0.0))
     assert all(OPTIMIZERS.doc(name) for name in OPTIMIZERS)
