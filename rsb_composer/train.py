@@ -54,10 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rsb_composer import trainer
 
     try:
-        trainer.run(args.config, args.overrides)
+        config, built = trainer.prepare(args.config, args.overrides)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    try:
+        trainer.fit(config, built)
     except trainer.RUN_FAILURES as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -1,8 +1,8 @@
 """The trainer's assembly: a recipe's config built into a Composer Trainer, for training and for evaluation.
 
 :func:`build_trainer` is what ``rsb_composer/train.py`` (the launcher-facing script), the ``rsb-composer train``
-command, the benchmarks and the tests build; :func:`run` trains it to the end. Importing this module imports
-Composer, which reads the launcher's rank variables: the script checks them first
+command, the benchmarks and the tests build; :func:`prepare` and :func:`fit` are the script's two steps. Importing
+this module imports Composer, which reads the launcher's rank variables: the script checks them first
 (:func:`rsb_composer.launch.check_integers`).
 """
 
@@ -54,7 +54,8 @@ from rsb_composer.recipe import load_recipe
 from rsb_composer.run_folder import RunFolder, checkpoint_name, final_metrics, format_metrics, setup_logging
 from rsb_composer.schedules import build_scheduler
 
-log = logging.getLogger(__name__)
+# The name the run's start-up and completion lines have carried since the assembly lived in train.py.
+log = logging.getLogger("rsb_composer.train")
 
 # Composer advises its own progress_bar=True over a ProgressBarLogger among the loggers; ours (MetricsProgressBar)
 # is one deliberately, with progress_bar=False, so the advice is only noise above the start-up summary.
@@ -242,14 +243,17 @@ def is_complete(trainer: Trainer) -> bool:
 RUN_FAILURES: tuple[type[Exception], ...] = (TrainingDiverged, TooManyBadImages)
 
 
-def run(config_path: str, overrides: Sequence[str]) -> None:
-    """Load the recipe, build the trainer and train to ``max_duration`` (from the run's checkpoint if it has one).
-
-    A run already complete logs its final metrics and returns. Raises ConfigError for a bad recipe or launch,
-    and one of :data:`RUN_FAILURES` when training stops itself.
-    """
+def prepare(config_path: str, overrides: Sequence[str]) -> tuple[Config, Trainer]:
+    """Load and check the recipe, then build its trainer; raises ConfigError (one line) for a bad recipe or launch."""
     config = load_recipe(config_path, overrides)
-    trainer = build_trainer(config)
+    return config, build_trainer(config)
+
+
+def fit(config: Config, trainer: Trainer) -> None:
+    """Train to ``max_duration`` (a run already complete logs its final metrics instead), then close the trainer.
+
+    Raises one of :data:`RUN_FAILURES` when training stops itself (the trainer closed first).
+    """
     if is_complete(trainer):
         final = format_metrics(final_metrics(RunFolder(Path(config.run_dir)).metrics_csv))
         log.info("run %s is already complete (%s); final metrics: %s", config.run_name, config.max_duration,

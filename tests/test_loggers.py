@@ -178,7 +178,7 @@ def test_tensorboard_and_mlflow_hold_every_key_across_a_resume(write_recipe, tmp
         assert train.main([recipe, *on]) == 0  # 2 epochs of 8 steps
         assert train.main([recipe, *on, "max_duration=3ep"]) == 0
     run = RunFolder(tmp_path / "runs" / "tiny")
-    start_lines = [r.getMessage() for r in caplog.records if r.name == "rsb_composer.trainer"]
+    start_lines = [r.getMessage() for r in caplog.records if r.name == "rsb_composer.train"]
     assert any("tiny.yaml -> runs/tiny: new run, to 2ep" in line for line in start_lines)
     assert any("resuming from ep2-ba16-rank0.pt (epoch 2, batch 16), to 3ep" in line for line in start_lines)
     assert any(line.startswith("TensorBoard: runs/tiny/tensorboard") for line in start_lines)
