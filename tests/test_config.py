@@ -5,7 +5,7 @@ import pytest
 
 from rsb_composer.config import ConfigError, load_config
 from rsb_composer.recipe import load_recipe
-from tests.helpers import TRAIN_PY
+from tests.helpers import REPO, TRAIN_PY
 
 
 def test_overrides_parse_as_yaml_scalars(write_recipe):
@@ -110,3 +110,12 @@ def test_train_script_reports_bad_config_in_one_line_with_exit_code_2(write_reci
     )
     assert result.returncode == 2
     assert result.stderr.strip() == "error: optimizer.lr=-0.1: must be > 0"
+
+
+def test_data_augmentations_refuses_randaugment_and_unknown_names_saying_where_they_are_switched_on():
+    with pytest.raises(ConfigError, match=r"^data.augmentations.randaugment: randaugment is switched on by "
+                                          r"data.auto_augment; set that key$"):
+        load_recipe(REPO / "yamls" / "quickstart.yaml", ["data.augmentations.randaugment={}"], check_paths=False)
+    with pytest.raises(ConfigError, match=r"^data.augmentations.xyz: no augmentation is switched on under "
+                                          r"data.augmentations yet \(randaugment by data.auto_augment\)"):
+        load_recipe(REPO / "yamls" / "quickstart.yaml", ["data.augmentations.xyz={}"], check_paths=False)

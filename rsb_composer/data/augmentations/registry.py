@@ -70,7 +70,12 @@ def check_augmentations(cfg: DataConfig) -> None:
     section = cfg.augmentations
     for name, value in section.items():
         if name not in AUGMENTATIONS:
-            raise unknown_key("data.augmentations.", str(name), AUGMENTATIONS)
+            valid = [known for known, entry in AUGMENTATIONS.items() if entry.data_key is None]
+            if not valid:
+                own_keys = ", ".join(f"{known} by data.{entry.data_key}" for known, entry in AUGMENTATIONS.items())
+                raise ConfigError(f"data.augmentations.{name}: no augmentation is switched on under "
+                                  f"data.augmentations yet ({own_keys}); docs/development.md says how to add one")
+            raise unknown_key("data.augmentations.", str(name), valid)
         data_key = AUGMENTATIONS[name].data_key
         if data_key is not None:
             raise ConfigError(f"data.augmentations.{name}: {name} is switched on by data.{data_key}; set that key")
