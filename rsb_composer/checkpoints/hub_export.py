@@ -140,8 +140,7 @@ def write_timm_folder(network: Network, out: Path, recipe: Config) -> str:
     (a clone of the Hub repository's ``.git``, say) are left alone."""
     from timm.models import save_for_hf
 
-    check_timm_folder(network, out, recipe)
-    model = _timm_model(network, recipe)
+    model = _timm_model(network, recipe)  # export_checkpoint ran check_timm_folder first
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
         save_for_hf(model, tmp, safe_serialization=True)
