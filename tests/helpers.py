@@ -127,6 +127,8 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, process: sub
     deadline = time.monotonic() + timeout
     while not (result := predicate()):
         if process is not None and process.poll() is not None:
+            if result := predicate():  # it came about just before the process exited
+                return result
             raise AssertionError(f"gave up waiting for {what}: the process exited with {process.returncode}\n"
                                  + _output_tail(process))
         if time.monotonic() > deadline:
