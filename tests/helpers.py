@@ -187,3 +187,47 @@ def metrics_table(run_dir: Path) -> list[dict[str, str]]:
 
     with open(run_dir / "metrics.csv", newline="") as handle:
         return [{k: v for k, v in row.items() if not k.startswith("perf/")} for row in csv.DictReader(handle)]
+
+
+# --- the workarounds' tests (tests/test_fixes_*.py) ----------------------------------------------------------
+
+def upstream_verdict(name: str, present: bool, behaviour: str) -> None:
+    """Fail when the upstream behaviour and the workaround's range disagree on the installed version.
+
+    ``present``: the installed library still does ``behaviour``. Present and in range, or gone and out of range
+    (nothing to work around on this stack), is consistent.
+    """
+    import pytest
+
+    from rsb_composer import composer_fixes
+
+    fix = composer_fixes.BY_NAME[name]
+    library = fix.library
+    version = composer_fixes.installed_version(library)
+    if not present and fix.applies():
+        pytest.fail(f"{name} can go: upstream fixed it in {library} {version} (it no longer {behaviour}); delete "
+                    f"rsb_composer/composer_fixes/{name}.py, its FIXES entry and its tests")
+    if present and not fix.applies():
+        pytest.fail(f"{name}: {library} {version} still {behaviour}, outside the workaround's applies_to "
+                    f"{fix.applies_to!r} ({fix.library}): widen applies_to")
+
+
+def unpatched(function):
+    """Composer's own function, under our patch if an earlier apply() put one on."""
+    while getattr(function, "__rsb_composer_patched__", False):
+        function = function.__wrapped__
+    return function
+
+
+def host_reads(function, *args, **kwargs) -> int:
+    """How many tensor-to-Python reads (each a device synchronisation on a GPU) one call makes."""
+    import warnings
+
+    from rsb_composer.tools.host_reads import HostReadWindow, counting_host_reads
+
+    window = HostReadWindow()
+    window.open = True
+    with counting_host_reads(window), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Composer's own warnings about the targets: the reads are the point here
+        function(*args, **kwargs)
+    return sum(window.reads.values())
