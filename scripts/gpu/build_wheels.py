@@ -44,7 +44,7 @@ def freeze(image_python: str) -> int:
     lines = sorted(f"{i['metadata']['name']}=={i['metadata']['version']}" for i in items)
     (HERE / "wheels.txt").write_text(
         "# Written by `python scripts/gpu/build_wheels.py --freeze IMAGE_PYTHON`: the distributions pip installs for\n"
-        "# scripts/gpu/requirements.txt into an environment holding what the GPU image holds (README.md).\n"
+        "# scripts/gpu/requirements.txt into an environment holding what the GPU image holds (docs/stacks.md).\n"
         + "\n".join(lines) + "\n")
     print(f"wrote {HERE / 'wheels.txt'}: {len(lines)} distributions")
     return 0
