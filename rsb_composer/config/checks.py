@@ -151,7 +151,7 @@ class Choices(dict[str, T], Generic[T]):
 
 def import_submodules(package: ModuleType, first: Sequence[str] = ()) -> list[ModuleType]:
     """Import every module of ``package`` (``first`` in that order, the rest by name): the modules that register
-    a choice when imported are then all registered, so a new choice is a new file and no other edit."""
+    a choice when imported are then all registered, so a new choice is a new file and no other code."""
     names = sorted(info.name for info in pkgutil.iter_modules(package.__path__))
     ordered = [name for name in first if name in names] + [name for name in names if name not in first]
     return [importlib.import_module(f"{package.__name__}.{name}") for name in ordered]

@@ -2,7 +2,7 @@
 (every destination: console, metrics.csv, W&B, ...) and in each row of ``rsb-composer eval``.
 
 An evaluation metric is one module of this package that registers itself (``rsb_composer.eval_metrics`` imports
-every module of the package, so a new metric is a new file and no other edit; docs/development.md, "An evaluation
+every module of the package, so a new metric is a new file and no other code; docs/development.md, "An evaluation
 metric"):
 
 - ``EvalMetric(build)``: ``build(num_classes)`` returns a torchmetrics ``Metric`` that the model's evaluation

@@ -2,7 +2,8 @@
 tracking services a recipe switches on under ``loggers:`` (the TRACKERS registry).
 
 A tracker is one module of this package that registers itself (``rsb_composer.loggers`` imports every module of
-the package, so a new tracker is a new file and no other edit; docs/development.md, "A tracker"):
+the package, so a new tracker is a new file and no other code; its options get their row on
+docs/configuration.md; docs/development.md, "A tracker"):
 
 - its options, a dataclass: ``loggers.NAME.KEY`` is read into it, unknown keys refused with the closest valid one,
   values coerced to the field types (``loggers.NAME: {}`` switches the tracker on with its defaults, null off);

@@ -2,8 +2,8 @@
 flip every train image gets (``data.crop_scale``) and before the image becomes a tensor.
 
 An augmentation is one module of this package that registers itself (``rsb_composer.data.augmentations`` imports
-every module of the package, so a new augmentation is a new file and no other edit; docs/development.md, "An
-augmentation"):
+every module of the package, so a new augmentation is a new file and no other code; its options get their row on
+docs/configuration.md; docs/development.md, "An augmentation"):
 
 - its options, a dataclass: ``data.augmentations.NAME.KEY`` is read into it, unknown keys refused with the closest
   valid one, values coerced to the field types (``data.augmentations.NAME: {}`` switches it on with its defaults,
