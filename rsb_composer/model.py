@@ -8,7 +8,6 @@ import torchvision
 from composer.models import ComposerClassifier
 from torchmetrics import MetricCollection
 
-from rsb_composer import composer_fixes
 from rsb_composer.config import LossConfig, ModelConfig, check
 from rsb_composer.eval_metrics import build_eval_metrics
 from rsb_composer.losses import build_loss
@@ -39,9 +38,3 @@ def check_model(cfg: ModelConfig) -> None:
 
 def convert_sync_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
     return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-
-
-def prepare_compile() -> None:
-    """Inductor settings for ``model.compile: true``, before anything is compiled: the installed torch's
-    workarounds (:mod:`rsb_composer.composer_fixes.inductor_inplace_buffers`)."""
-    composer_fixes.prepare_compile()

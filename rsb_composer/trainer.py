@@ -48,7 +48,7 @@ from rsb_composer.devices import cpu_report, resolve_device, resolve_precision, 
 from rsb_composer.launch import check_devices, init_distributed
 from rsb_composer.launch import prepare as prepare_launch
 from rsb_composer.loggers import Start, build_loggers, startup_lines
-from rsb_composer.model import build_model, convert_sync_batchnorm, prepare_compile
+from rsb_composer.model import build_model, convert_sync_batchnorm
 from rsb_composer.optim import build_optimizer, scaled_lr
 from rsb_composer.recipe import load_recipe
 from rsb_composer.run_folder import RunFolder, checkpoint_name, final_metrics, format_metrics, setup_logging
@@ -115,7 +115,7 @@ def build_trainer(config: Config) -> Trainer:
     elif config.model.init_from:
         warm_start(model.module, config.model.init_from, config.model.arch)
     if config.model.compile:
-        prepare_compile()
+        composer_fixes.prepare_compile()
     if config.model.sync_batchnorm and world_size > 1 and device == "gpu":
         model.module = convert_sync_batchnorm(model.module)
 

@@ -104,16 +104,12 @@ BY_NAME: dict[str, Fix] = {fix.name: fix for fix in FIXES}
 
 
 @functools.cache
-def _metadata_version(library: str) -> str | None:
+def installed_version(library: str) -> str | None:
+    """The installed distribution's version (its metadata: nothing is imported), None when it is not installed."""
     try:
         return metadata.version(library)
     except metadata.PackageNotFoundError:
         return None
-
-
-def installed_version(library: str) -> str | None:
-    """The installed distribution's version (its metadata: nothing is imported), None when it is not installed."""
-    return _metadata_version(library)
 
 
 def applies(name: str) -> bool:

@@ -20,13 +20,14 @@ import torch
 from composer.core import Callback, State
 from composer.loggers import Logger
 
+from rsb_composer import composer_fixes
 from rsb_composer.algorithms import IMAGE_FILE_ALGORITHMS, channels_last_on
 from rsb_composer.config import Config, ConfigError, DataConfig, SyntheticConfig
 from rsb_composer.data.batching import resolve_batching
 from rsb_composer.determinism import make_deterministic
 from rsb_composer.devices import resolve_device, resolve_precision
 from rsb_composer.losses import build_loss
-from rsb_composer.model import build_model, prepare_compile
+from rsb_composer.model import build_model
 from rsb_composer.optim import build_optimizer, scaled_lr
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class PlainLoop:
         self.targets = torch.randint(0, num_classes, (config.data.batch_size,), device=self.device)
         self.microbatch_size = microbatch_size
         if config.model.compile:
-            prepare_compile()
+            composer_fixes.prepare_compile()
         self.model = torch.compile(model) if config.model.compile else model
         precision = resolve_precision(config.precision, device_kind)
         self.dtype = {"amp_fp16": torch.float16, "amp_bf16": torch.bfloat16}.get(precision)
